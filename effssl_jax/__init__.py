@@ -1,0 +1,1 @@
+"""effssl-jax: efficient self-supervised pretraining in JAX/Flax."""
