@@ -1,0 +1,137 @@
+"""Every configuration key with its default, and validation with one-line errors naming the fix.
+
+Recipe files in `configs/` start from `default_config()` and change what the recipe needs; derived
+numbers (steps per epoch, total and warm-up steps) are computed by `plan.py`, never stored here, so
+an override such as `--config.batch_size=256` cannot leave them stale.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+SCHEDULES = ("cosine", "warmup_cosine", "one_cycle", "f1clr", "constant", "exponential")
+RESOLUTION_SCHEDULES = ("fixed", "progressive", "super_progressive")
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key and the fix."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "run"
+    c.mode = "train"  # 'train' or 'lr_range_test'
+    c.seed = 0
+    c.method = "simsiam"
+
+    # Data. dataset: 'synthetic' | 'imagenette' | 'folder:PATH' | a TFDS name.
+    c.dataset = "synthetic"
+    c.data_dir = ""
+    c.image_size = 0  # host decode size; 0: the largest resolution the run uses
+    c.synthetic_train_size = 10000
+    c.synthetic_test_size = 2000
+    c.batch_size = 128  # global, across all devices and hosts
+    c.epochs = 800
+    c.prefetch = 2
+
+    c.model = ml_collections.ConfigDict()
+    c.model.arch = "resnet50"
+    c.model.width = 64
+    c.model.cifar_stem = False
+    c.dtype = "auto"  # 'auto': bfloat16 on GPU/TPU, float32 on CPU
+
+    # Method hyper-parameters; each method reads its own sub-dict.
+    c.simsiam = ml_collections.ConfigDict(dict(
+        proj_dim=2048, proj_hidden=0, proj_layers=3, pred_hidden=512))
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.schedule = "cosine"
+    c.optim.lr = 0.1  # peak learning rate (eps_max)
+    c.optim.momentum = 0.9  # used by schedules without a momentum cycle
+    c.optim.momentum_low = 0.85  # beta_l of 1-CLR / F1-CLR
+    c.optim.momentum_high = 0.95  # beta_h of 1-CLR / F1-CLR
+    c.optim.warmup_epochs = 0.0  # t_w for warmup_cosine and f1clr
+    c.optim.one_cycle_fraction = 0.3  # rho of 1-CLR
+    c.optim.weight_decay = 5e-4
+    c.optim.decay_bn_and_bias = False
+    c.optim.lr_range = (1e-4, 10.0)  # lr_range_test mode: exponential from..to
+
+    c.progressive = ml_collections.ConfigDict()
+    c.progressive.schedule = "fixed"
+    c.progressive.r_max = 224
+    c.progressive.r_min = 96
+    c.progressive.bucket_step = 32
+    c.progressive.magnitude_min = 2.0
+    c.progressive.magnitude_max = 5.0  # 5 = the standard SimCLR colour jitter strength
+
+    c.augment = ml_collections.ConfigDict()
+    c.augment.crop_scale = (0.2, 1.0)
+    c.augment.blur_prob = 0.5
+
+    c.hard_augment = ml_collections.ConfigDict()
+    c.hard_augment.enabled = False
+    c.hard_augment.num_views = 6
+    c.hard_augment.r_sel = 64
+    c.hard_augment.extra_targets = False
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every_epochs = 10
+    c.eval.knn_k = 200
+    c.eval.knn_temperature = 0.1
+    c.eval.resolution = 0  # 0: r_max
+    c.eval.batch_size = 256
+    c.eval.crop_fraction = 0.875  # centre crop before resizing (256 -> 224 convention)
+    c.eval.at_init = True
+
+    c.log_every_steps = 10
+    c.checkpoint_every_steps = 500
+    c.keep_checkpoints = 2
+    c.progress_bar = True
+    c.compare_to = ""  # a baseline run's workdir: summary.json gets speedup_vs
+    return c
+
+
+def _fail(msg: str):
+    raise ConfigError(msg)
+
+
+def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
+    """Raise ConfigError for the first value that cannot work."""
+    if c.batch_size <= 0:
+        _fail(f"batch_size={c.batch_size} must be positive")
+    if c.batch_size % num_devices:
+        _fail(f"batch_size={c.batch_size} is not divisible by the {num_devices} devices; "
+              f"set --config.batch_size to a multiple of {num_devices}")
+    if c.epochs <= 0:
+        _fail(f"epochs={c.epochs} must be positive")
+    if c.optim.schedule not in SCHEDULES:
+        _fail(f"optim.schedule={c.optim.schedule!r} is unknown; valid: {', '.join(SCHEDULES)}")
+    if c.optim.schedule in ("f1clr", "warmup_cosine") and not 0 <= c.optim.warmup_epochs < c.epochs:
+        _fail(f"optim.warmup_epochs={c.optim.warmup_epochs} must lie in [0, epochs={c.epochs})")
+    if not 0 <= c.optim.momentum_low <= c.optim.momentum_high < 1:
+        _fail("need 0 <= optim.momentum_low <= optim.momentum_high < 1")
+    if c.optim.lr <= 0:
+        _fail(f"optim.lr={c.optim.lr} must be positive")
+    p = c.progressive
+    if p.schedule not in RESOLUTION_SCHEDULES:
+        _fail(f"progressive.schedule={p.schedule!r} is unknown; "
+              f"valid: {', '.join(RESOLUTION_SCHEDULES)}")
+    if p.schedule != "fixed":
+        if not 0 < p.r_min <= p.r_max:
+            _fail(f"progressive.r_min={p.r_min} must be in (0, r_max={p.r_max}]")
+        if p.bucket_step <= 0 or p.r_min % p.bucket_step or p.r_max % p.bucket_step:
+            _fail(f"progressive.r_min={p.r_min} and r_max={p.r_max} must be multiples of "
+                  f"progressive.bucket_step={p.bucket_step}; set a common divisor (e.g. 8)")
+    if p.r_max <= 0:
+        _fail(f"progressive.r_max={p.r_max} must be positive")
+    h = c.hard_augment
+    if h.enabled and h.num_views < 2:
+        _fail(f"hard_augment.num_views={h.num_views} must be >= 2")
+    if h.enabled and h.r_sel <= 0:
+        _fail(f"hard_augment.r_sel={h.r_sel} must be positive")
+    if c.dtype not in DTYPES:
+        _fail(f"dtype={c.dtype!r} is unknown; valid: {', '.join(DTYPES)}")
+    if c.mode not in ("train", "lr_range_test"):
+        _fail(f"mode={c.mode!r} is unknown; valid: train, lr_range_test")
+    if c.eval.knn_k <= 0 or c.eval.knn_temperature <= 0:
+        _fail("eval.knn_k and eval.knn_temperature must be positive")

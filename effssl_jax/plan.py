@@ -1,0 +1,132 @@
+"""The training plan: every number derived from a config and the dataset size, in one place.
+
+Pure Python (schedules are optax-style functions): a plan can be built, printed and tested without
+touching a device. The train loop asks the plan what to do at each step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+from effssl_jax import progressive, schedules
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    num_examples: int
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    lr: Callable
+    momentum: Callable
+    stages: tuple[progressive.Stage, ...]
+    resolution_schedule: str
+    r_max: int
+    magnitude_min: float
+    magnitude_max: float
+    hard_augment: bool
+    num_views: int  # views augmented per image per step (2 without Hard Augment)
+    r_sel: int
+
+    def stage(self, step: int) -> progressive.Stage:
+        return progressive.stage_at(list(self.stages), step)
+
+    def resolution(self, step: int) -> int:
+        return self.stage(step).resolution
+
+    def magnitude(self, step: int) -> float:
+        return progressive.magnitude_at(self.resolution_schedule, step, self.total_steps,
+                                        self.magnitude_min, self.magnitude_max)
+
+    def epoch(self, step: int) -> float:
+        return step / self.steps_per_epoch
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        return tuple(sorted({s.resolution for s in self.stages}))
+
+    def selection_resolution(self, resolution: int) -> int:
+        return min(self.r_sel, resolution)
+
+    @property
+    def predicted_speedup(self) -> float:
+        """Eq. 9 (cost form) for the resolution plan alone."""
+        return progressive.predicted_speedup(list(self.stages), self.r_max)
+
+    def describe(self) -> str:
+        lines = [
+            f"examples {self.num_examples}, global batch {self.batch_size}: "
+            f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps, "
+            f"warm-up {self.warmup_steps} steps",
+            f"lr {float(self.lr(0)):.4g} -> peak {max(float(self.lr(s)) for s in _probe(self)):.4g}"
+            f" -> {float(self.lr(self.total_steps)):.4g}; momentum {float(self.momentum(0)):.3g}"
+            f" .. {min(float(self.momentum(s)) for s in _probe(self)):.3g}",
+            "resolution stages (epochs): " + ", ".join(
+                f"{s.resolution}px [{s.start / self.steps_per_epoch:g}-"
+                f"{s.end / self.steps_per_epoch:g})" for s in self.stages),
+            f"augmentation magnitude {self.magnitude(0):.2f} -> "
+            f"{self.magnitude(self.total_steps - 1):.2f}",
+            f"predicted speed-up of the resolution plan (eq. 9): {self.predicted_speedup:.2f}x",
+        ]
+        if self.hard_augment:
+            m_ha = progressive.hard_augment_speed_factor(self.r_max, self.r_sel, self.num_views)
+            lines.append(f"hard augment: {self.num_views} views scored at {self.r_sel}px over "
+                         f"{math.comb(self.num_views, 2)} pairs; eq. 11 overhead at {self.r_max}px "
+                         f"{100 * (1 - m_ha):.1f}%")
+        return "\n".join(lines)
+
+
+def _probe(plan: Plan):
+    return range(0, plan.total_steps + 1, max(plan.total_steps // 200, 1))
+
+
+def lr_and_momentum(optim, total_steps: int, warmup_steps: int):
+    kind = optim.schedule
+    if kind == "cosine":
+        return (schedules.cosine_schedule(optim.lr, total_steps),
+                schedules.constant_schedule(optim.momentum))
+    if kind == "warmup_cosine":
+        return (schedules.warmup_cosine_schedule(optim.lr, warmup_steps, total_steps),
+                schedules.constant_schedule(optim.momentum))
+    if kind == "f1clr":
+        return (schedules.f1clr_schedule(optim.lr, warmup_steps, total_steps),
+                schedules.f1clr_momentum_schedule(optim.momentum_low, optim.momentum_high,
+                                                  warmup_steps, total_steps))
+    if kind == "one_cycle":
+        return (schedules.one_cycle_schedule(optim.lr, optim.one_cycle_fraction, total_steps),
+                schedules.one_cycle_momentum_schedule(
+                    optim.momentum_low, optim.momentum_high, optim.one_cycle_fraction, total_steps))
+    if kind == "constant":
+        return schedules.constant_schedule(optim.lr), schedules.constant_schedule(optim.momentum)
+    if kind == "exponential":
+        lo, hi = optim.lr_range
+        return (schedules.exponential_schedule(lo, hi, total_steps),
+                schedules.constant_schedule(optim.momentum))
+    raise ValueError(f"unknown optim.schedule {kind!r}")
+
+
+def make_plan(config, num_examples: int) -> Plan:
+    steps_per_epoch = num_examples // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"the dataset has {num_examples} examples, fewer than one batch of "
+                         f"{config.batch_size}; lower --config.batch_size")
+    total_steps = max(round(config.epochs * steps_per_epoch), 1)
+    warmup_steps = 0
+    if config.optim.schedule in ("f1clr", "warmup_cosine"):
+        warmup_steps = round(config.optim.warmup_epochs * steps_per_epoch)
+    elif config.optim.schedule == "one_cycle":
+        warmup_steps = round(config.optim.one_cycle_fraction * total_steps)
+    lr, momentum = lr_and_momentum(config.optim, total_steps, warmup_steps)
+    p = config.progressive
+    stages = progressive.resolution_stages(p.schedule, total_steps, warmup_steps, p.r_min,
+                                           p.r_max, p.bucket_step)
+    ha = config.hard_augment
+    return Plan(
+        num_examples=num_examples, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps, warmup_steps=warmup_steps, lr=lr, momentum=momentum,
+        stages=tuple(stages), resolution_schedule=p.schedule, r_max=p.r_max,
+        magnitude_min=p.magnitude_min, magnitude_max=p.magnitude_max,
+        hard_augment=bool(ha.enabled), num_views=ha.num_views if ha.enabled else 2,
+        r_sel=ha.r_sel)
