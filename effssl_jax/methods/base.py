@@ -1,0 +1,30 @@
+"""What every SSL method provides to the train step.
+
+A method is a small frozen dataclass with:
+  net:        the online network (flax module; `__call__(x, train)` returns a dict of outputs)
+  target_net: the EMA target/teacher network, or None
+  target_momentum: base tau of the cosine EMA schedule (tau rises to 1), or None
+  view_configs: augmentation settings of the first and second view (cycled for more views)
+  init_state() -> pytree of method state (MoCo queue, DINO centre), {} if none
+  pair_loss(online_a, online_b, target_a, target_b, state, step) -> [B] per-sample symmetric loss
+  update_state(state, online_a, online_b, target_a, target_b, step) -> new state
+Methods know nothing of data, optimisers or devices.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def l2_normalize(x, axis=-1, eps=1e-12):
+    """x / max(||x||, eps), as torch.nn.functional.normalize."""
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), eps)
+
+
+def negative_cosine(p, z):
+    """Per-sample -cos(p, stopgrad(z)) (SimSiam's D)."""
+    return -jnp.sum(l2_normalize(p) * l2_normalize(jax.lax.stop_gradient(z)), axis=-1)
+
+
+def no_state_update(state, *unused):
+    return state

@@ -1,0 +1,38 @@
+"""SimSiam (Chen & He, 2021): symmetric negative cosine with a predictor and stop-gradient."""
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+
+from effssl_jax.augment import ViewConfig
+from effssl_jax.methods.base import negative_cosine, no_state_update
+from effssl_jax.models.heads import MLP, SSLNet
+
+
+@dataclasses.dataclass(frozen=True)
+class SimSiam:
+    net: nn.Module
+    view_configs: tuple[ViewConfig, ViewConfig]
+    target_net: None = None
+    target_momentum: None = None
+
+    def init_state(self):
+        return {}
+
+    def pair_loss(self, online_a, online_b, target_a, target_b, state, step):
+        del target_a, target_b, state, step
+        return 0.5 * (negative_cosine(online_a["pred"], online_b["proj"])
+                      + negative_cosine(online_b["pred"], online_a["proj"]))
+
+    update_state = staticmethod(no_state_update)
+
+
+def make(cfg, backbone: nn.Module, feature_dim: int, view_config: ViewConfig, dtype) -> SimSiam:
+    """cfg: config.simsiam (proj_dim, proj_hidden (0: feature_dim), proj_layers, pred_hidden)."""
+    hidden = cfg.proj_hidden or feature_dim
+    projector = MLP(hidden_dims=(hidden,) * (cfg.proj_layers - 1), out_dim=cfg.proj_dim,
+                    out_bias=False, out_bn=True, out_bn_affine=False, dtype=dtype)
+    predictor = MLP(hidden_dims=(cfg.pred_hidden,), out_dim=cfg.proj_dim, dtype=dtype)
+    return SimSiam(net=SSLNet(backbone, projector, predictor),
+                   view_configs=(view_config, view_config))

@@ -1,0 +1,226 @@
+"""The training loop: config -> plan -> data -> compiled steps -> metrics, checkpoints, summary."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from effssl_jax import (augment, checkpoint, config_schema, evaluate, methods, optim, plan as
+                        plan_lib, run_log, schedules)
+from effssl_jax.data import pipeline
+from effssl_jax.models import resnet
+from effssl_jax.train_step import CompiledSteps, StepSpec, create_state, data_mesh, flops_of, \
+    make_step_fn
+
+
+def compute_dtype(name: str):
+    if name == "auto":
+        return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+def build_method(config, dtype):
+    m = config.model
+    backbone = resnet.get_backbone(m.arch, width=m.width, cifar_stem=m.cifar_stem, dtype=dtype)
+    view = augment.ViewConfig(crop_scale=tuple(config.augment.crop_scale),
+                              blur_prob=config.augment.blur_prob)
+    return methods.get_method(config, backbone, resnet.feature_dim(m.arch, m.width), view, dtype)
+
+
+def enable_compilation_cache(workdir: str) -> None:
+    """Persistent XLA cache next to the workdir: a resumed run (or a sibling run with the same
+    shapes) loads its buckets' executables instead of recompiling them."""
+    cache = os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache")
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+class Evaluator:
+    """Online kNN on backbone features of the held-out split (train split as the memory bank)."""
+
+    def __init__(self, config, method, mesh, train_ds, eval_ds, resolution, dtype, abstract_vars):
+        self.config, self.mesh = config, mesh
+        self.train_ds, self.eval_ds = train_ds, eval_ds
+        fn = evaluate.make_feature_fn(method.net, mesh, resolution, config.eval.crop_fraction, dtype)
+        batch = max(config.eval.batch_size // mesh.devices.size, 1) * mesh.devices.size
+        size = train_ds.images.shape[1]
+        images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8)
+        self.feature_fn = fn.lower(abstract_vars, images).compile()
+        self.flops_per_batch = flops_of(self.feature_fn)
+        self.batches = sum(-(-len(d) // batch) for d in (train_ds, eval_ds))
+
+    def knn_top1(self, state) -> float:
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        feats = [evaluate.extract_features(self.feature_fn, variables, d.images,
+                                           self.config.eval.batch_size, self.mesh)
+                 for d in (self.train_ds, self.eval_ds)]
+        return evaluate.knn_accuracy(feats[0], self.train_ds.labels, feats[1],
+                                     self.eval_ds.labels, k=self.config.eval.knn_k,
+                                     temperature=self.config.eval.knn_temperature,
+                                     num_classes=self.train_ds.num_classes)
+
+
+def _eval_due(config, plan, step: int) -> bool:
+    every = max(round(config.eval.every_epochs * plan.steps_per_epoch), 1)
+    return step % every == 0 or step == plan.total_steps
+
+
+def run(config, workdir: str) -> dict:
+    """Trains (resuming from WORKDIR/checkpoints if present); returns the summary dict."""
+    mesh = data_mesh()
+    config_schema.validate(config, num_devices=mesh.devices.size)
+    os.makedirs(workdir, exist_ok=True)
+    enable_compilation_cache(workdir)
+    dtype = compute_dtype(config.dtype)
+    p = config.progressive
+    eval_res = config.eval.resolution or p.r_max
+    image_size = config.image_size or max(p.r_max, eval_res)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+
+    train_ds = pipeline.load_split(config, "train", image_size)
+    eval_ds = pipeline.load_split(config, "eval", image_size)
+    plan = plan_lib.make_plan(config, len(train_ds))
+    logging.info("plan:\n%s", plan.describe())
+    if jax.process_index() == 0:
+        print(plan.describe(), flush=True)
+
+    method = build_method(config, dtype)
+    tx = optim.sgd(plan.lr, plan.momentum, config.optim.weight_decay,
+                   config.optim.decay_bn_and_bias)
+    ema = (schedules.ema_cosine_schedule(method.target_momentum, plan.total_steps)
+           if method.target_momentum is not None else None)
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P("data"))
+    init = jax.jit(lambda rng: create_state(method, tx, rng, p.r_max), out_shardings=replicated)
+    abstract = jax.eval_shape(init, jax.random.key(config.seed))
+    abstract = checkpoint.abstract_like(abstract, replicated)
+
+    ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
+    meta = {"flops_by_resolution": {}, "steps_by_resolution": {}, "wall_clock_s": 0.0,
+            "knn_top1_init": None}
+    if ckpt.latest_step is not None:
+        state, meta = ckpt.restore(abstract)
+        print(f"resumed from {ckpt.directory} at step {int(state.step)}", flush=True)
+    else:
+        state = init(jax.random.key(config.seed))
+    start = int(state.step)
+    log = run_log.MetricsLog(workdir, resume_step=start)
+
+    abstract_vars = {"params": abstract.params, "batch_stats": abstract.batch_stats}
+    evaluator = Evaluator(config, method, mesh, train_ds, eval_ds, eval_res, dtype, abstract_vars)
+    eval_flops = 0.0
+    knn = None
+    if start == 0 and config.eval.at_init:
+        knn = meta["knn_top1_init"] = evaluator.knn_top1(state)
+        eval_flops += evaluator.flops_per_batch * evaluator.batches
+        log.write({"step": 0, "epoch": 0.0, "knn_top1": knn})
+        print(f"kNN top-1 at initialisation: {100 * knn:.2f}%", flush=True)
+
+    steps = CompiledSteps(lambda spec: make_step_fn(method, tx, ema, spec, dtype), mesh, abstract)
+    local_batch = config.batch_size // jax.process_count()
+    produce = lambda step: pipeline.local_batch(train_ds, step, config.batch_size, config.seed,
+                                                jax.process_index(), jax.process_count())
+    prefetch = pipeline.Prefetcher(produce, start, plan.total_steps, config.prefetch)
+    bar = run_log.progress_bar(plan.total_steps, start, config.progress_bar and
+                               jax.process_index() == 0)
+    pending: list = []
+    t_last, images_since, compile_s = time.time(), 0, 0.0
+    t_start = time.time()
+
+    def flush():
+        nonlocal t_last, images_since, compile_s
+        if not pending:
+            return
+        values = jax.device_get([m for *_, m in pending])
+        now = time.time()
+        rate = images_since / max(now - t_last - compile_s, 1e-9)
+        for (step, res, mag), m in zip([r[:3] for r in pending], values):
+            if not np.isfinite(m["loss"]):
+                raise FloatingPointError(
+                    f"loss is {m['loss']} at step {step}; lower --config.optim.lr or check the "
+                    f"data (restart resumes from the last checkpoint)")
+            log.write({"step": step, "epoch": step / plan.steps_per_epoch, "resolution": res,
+                       "magnitude": mag, "images_per_sec": rate, **m})
+        bar.set_postfix(loss=f"{values[-1]['loss']:.4f}", res=pending[-1][1],
+                        lr=f"{values[-1]['lr']:.3g}", img_s=f"{rate:.0f}")
+        pending.clear()
+        t_last, images_since, compile_s = now, 0, 0.0
+
+    try:
+        for step, local_images in prefetch:
+            stage = plan.stage(step)
+            spec = StepSpec(stage.resolution, plan.num_views,
+                            plan.selection_resolution(stage.resolution), image_size, local_batch)
+            if spec not in steps.compiled:
+                t0 = time.time()
+                steps.get(spec)
+                compile_s += time.time() - t0
+            images = jax.make_array_from_process_local_data(batch_sharding, local_images)
+            magnitude = plan.magnitude(step)
+            state, metrics = steps.get(spec)(state, images, np.float32(magnitude))
+            key = str(stage.resolution)
+            meta["flops_by_resolution"][key] = meta["flops_by_resolution"].get(key, 0.0) + \
+                steps.flops[spec]
+            meta["steps_by_resolution"][key] = meta["steps_by_resolution"].get(key, 0) + 1
+            pending.append((step + 1, stage.resolution, magnitude, metrics))
+            images_since += config.batch_size
+            bar.update(1)
+            done = step + 1
+            if done % config.log_every_steps == 0 or done == plan.total_steps:
+                flush()
+            if _eval_due(config, plan, done):
+                flush()
+                knn = evaluator.knn_top1(state)
+                eval_flops += evaluator.flops_per_batch * evaluator.batches
+                log.write({"step": done, "epoch": done / plan.steps_per_epoch, "knn_top1": knn})
+                bar.write(f"epoch {done / plan.steps_per_epoch:g}: kNN top-1 {100 * knn:.2f}%")
+                t_last = time.time()
+            if done % config.checkpoint_every_steps == 0 or done == plan.total_steps:
+                flush()
+                meta["wall_clock_s"] += time.time() - t_start
+                t_start = time.time()
+                ckpt.save(done, state, meta)
+    finally:
+        prefetch.close()
+        bar.close()
+        ckpt.wait()
+    log.close()
+
+    summary = make_summary(config, plan, meta, steps, eval_flops, knn, int(state.step))
+    if jax.process_index() == 0:
+        run_log.write_json(os.path.join(workdir, "summary.json"), summary)
+        print("summary: " + ", ".join(f"{k}={summary[k]}" for k in
+                                      ("knn_top1_init", "knn_top1", "total_pflops",
+                                       "wall_clock_s")), flush=True)
+    ckpt.close()
+    return summary
+
+
+def make_summary(config, plan, meta, steps, eval_flops, knn, step) -> dict:
+    train_flops = sum(meta["flops_by_resolution"].values())
+    summary = {
+        "name": config.name, "method": config.method, "lr_schedule": config.optim.schedule,
+        "resolution_schedule": config.progressive.schedule,
+        "hard_augment": bool(config.hard_augment.enabled), "steps": step,
+        "epochs": step / plan.steps_per_epoch, "knn_top1_init": meta["knn_top1_init"],
+        "knn_top1": knn, "wall_clock_s": round(meta["wall_clock_s"], 2),
+        "total_pflops": train_flops / 1e15, "eval_pflops": eval_flops / 1e15,
+        "pflops_by_resolution": {k: v / 1e15 for k, v in meta["flops_by_resolution"].items()},
+        "steps_by_resolution": meta["steps_by_resolution"],
+        "gflops_per_step": {str(s.resolution): f / 1e9 for s, f in steps.flops.items()},
+        "predicted_speedup_resolution": plan.predicted_speedup,
+        "compiled_steps": steps.compile_count,
+    }
+    if config.compare_to:
+        base = run_log.read_summary(config.compare_to)
+        summary["speedup_vs"] = {"workdir": config.compare_to,
+                                 "flops": base["total_pflops"] / summary["total_pflops"],
+                                 "wall_clock": base["wall_clock_s"] / max(summary["wall_clock_s"], 1e-9)}
+    return summary

@@ -1,0 +1,181 @@
+"""The train state and the jitted, data-parallel train step (one compiled step per bucket)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from effssl_jax import augment, hard_augment
+
+
+class TrainState(flax.struct.PyTreeNode):
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    target_params: Any  # {} for methods without a target network
+    target_batch_stats: Any
+    method_state: Any
+    rng: jax.Array
+
+
+def create_state(method, tx, rng, resolution: int) -> TrainState:
+    init_rng, rng = jax.random.split(rng)
+    x = jnp.zeros((2, resolution, resolution, 3), jnp.float32)
+    variables = method.net.init(init_rng, x, train=False)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    target_params, target_batch_stats = {}, {}
+    if method.target_net is not None:
+        # The target starts as a copy of the online network's matching sub-trees.
+        shapes = jax.eval_shape(lambda: method.target_net.init(init_rng, x, train=False))
+        target_params = {k: params[k] for k in shapes["params"]}
+        target_batch_stats = {k: batch_stats[k] for k in shapes.get("batch_stats", {})}
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=tx.init(params), target_params=target_params,
+                      target_batch_stats=target_batch_stats, method_state=method.init_state(),
+                      rng=rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """Everything that is static in a compiled step: one compile per distinct StepSpec."""
+    resolution: int
+    num_views: int
+    r_sel: int
+    host_size: int
+    local_batch: int
+
+
+def _apply(net, params, batch_stats, x):
+    out, updates = net.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                             mutable=["batch_stats"])
+    return out, updates["batch_stats"]
+
+
+def make_step_fn(method, tx, ema_schedule: Callable | None, spec: StepSpec, dtype,
+                 mean=augment.IMAGENET_MEAN, std=augment.IMAGENET_STD):
+    """step(state, images uint8 [B,H,W,3], magnitude) -> (state, metrics)."""
+    net, target_net = method.net, method.target_net
+    n, r = spec.num_views, spec.resolution
+
+    def make_views(rng, images, magnitude):
+        views = [augment.augment_batch(jax.random.fold_in(rng, v), images, r, magnitude,
+                                       method.view_configs[v % 2]) for v in range(n)]
+        return augment.normalize(jnp.stack(views)).astype(dtype)  # [n, B, r, r, 3]
+
+    def targets(state, views):
+        """Target outputs for a stack of views [k, B, ...] (no gradient), and its BN stats."""
+        if target_net is None:
+            return None, state.target_batch_stats
+        stats = state.target_batch_stats
+        outs = []
+        for v in range(views.shape[0]):
+            out, stats = _apply(target_net, state.target_params, stats, views[v])
+            outs.append(out)
+        outs = jax.tree.map(lambda *x: jnp.stack(x), *outs)
+        return jax.lax.stop_gradient(outs), stats
+
+    def select(state, views, step):
+        """Hard Augment: the hardest pair per sample, scored at r_sel without gradients."""
+        small = hard_augment.downsample(views, spec.r_sel)
+        fwd = lambda p, s, x: _apply(net, p, s, x)[0]
+        online = jax.vmap(fwd, in_axes=(None, None, 0))(state.params, state.batch_stats, small)
+        target = None
+        if target_net is not None:
+            target = jax.vmap(lambda x: _apply(target_net, state.target_params,
+                                               state.target_batch_stats, x)[0])(small)
+        loss_fn = lambda oa, ob, ta, tb: method.pair_loss(oa, ob, ta, tb, state.method_state, step)
+        losses = jax.lax.stop_gradient(
+            hard_augment.pair_losses(loss_fn, online, target, n))  # [P, B]
+        a, b = hard_augment.hardest_pairs(losses, n)
+        pair = jnp.stack([hard_augment.gather_views(views, a), hard_augment.gather_views(views, b)])
+        stats = {"ha_selected_loss": jnp.max(losses, 0).mean(), "ha_mean_loss": losses.mean()}
+        return pair, stats
+
+    def step_fn(state: TrainState, images, magnitude):
+        step = state.step
+        rng = jax.random.fold_in(state.rng, step)
+        views = make_views(rng, images, magnitude)
+        metrics = {}
+        if n > 2:
+            views, metrics = select(state, views, step)
+        target_out, target_stats = targets(state, views)
+        ta = tb = None
+        if target_out is not None:
+            ta, tb = jax.tree.map(lambda x: x[0], target_out), jax.tree.map(lambda x: x[1], target_out)
+
+        def loss_fn(params):
+            out_a, stats = _apply(net, params, state.batch_stats, views[0])
+            out_b, stats = _apply(net, params, stats, views[1])
+            per_sample = method.pair_loss(out_a, out_b, ta, tb, state.method_state, step)
+            return per_sample.mean(), (stats, out_a, out_b)
+
+        (loss, (batch_stats, out_a, out_b)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        target_params = state.target_params
+        if ema_schedule is not None:
+            tau = ema_schedule(step)
+            target_params = jax.tree.map(lambda t, o: tau * t + (1 - tau) * o, target_params,
+                                         {k: params[k] for k in target_params})
+            metrics["ema_tau"] = tau
+        method_state = method.update_state(state.method_state, out_a, out_b, ta, tb, step)
+        hyper = opt_state.hyperparams
+        metrics.update(loss=loss, lr=hyper["learning_rate"], momentum=hyper["momentum"],
+                       grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params))
+        new_state = state.replace(step=step + 1, params=params, batch_stats=batch_stats,
+                                  opt_state=opt_state, target_params=target_params,
+                                  target_batch_stats=target_stats, method_state=method_state)
+        return new_state, metrics
+
+    return step_fn
+
+
+def data_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over all devices (of all hosts) with a 'data' axis."""
+    return Mesh(np.asarray(devices if devices is not None else jax.devices()), ("data",))
+
+
+class CompiledSteps:
+    """The compiled train steps, keyed by StepSpec: each is lowered and compiled exactly once, and
+    its FLOPs (XLA cost analysis) recorded."""
+
+    def __init__(self, make_fn: Callable[[StepSpec], Callable], mesh: Mesh, state_shapes):
+        self._make_fn, self._mesh, self._state_shapes = make_fn, mesh, state_shapes
+        self._replicated = NamedSharding(mesh, P())
+        self._batch = NamedSharding(mesh, P("data"))
+        self.compiled: dict[StepSpec, Any] = {}
+        self.flops: dict[StepSpec, float] = {}
+
+    def get(self, spec: StepSpec):
+        if spec not in self.compiled:
+            fn = jax.jit(self._make_fn(spec), in_shardings=(self._replicated, self._batch, None),
+                         out_shardings=(self._replicated, self._replicated), donate_argnums=(0,))
+            global_batch = spec.local_batch * jax.process_count()
+            images = jax.ShapeDtypeStruct((global_batch, spec.host_size, spec.host_size, 3),
+                                          jnp.uint8, sharding=self._batch)
+            magnitude = jax.ShapeDtypeStruct((), jnp.float32)
+            compiled = fn.lower(self._state_shapes, images, magnitude).compile()
+            self.compiled[spec] = compiled
+            self.flops[spec] = flops_of(compiled)
+        return self.compiled[spec]
+
+    @property
+    def compile_count(self) -> int:
+        return len(self.compiled)
+
+
+def flops_of(compiled) -> float:
+    """FLOPs of one call of a compiled computation, all devices together."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per device/partition
+        analysis = analysis[0] if analysis else {}
+    return float((analysis or {}).get("flops", 0.0)) * (
+        1 if jax.device_count() == 1 else jax.device_count())
