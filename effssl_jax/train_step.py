@@ -129,7 +129,7 @@ def make_step_fn(method, tx, ema_schedule: Callable | None, spec: StepSpec, dtyp
         method_state = method.update_state(state.method_state, out_a, out_b, ta, tb, step)
         hyper = opt_state.hyperparams
         metrics.update(loss=loss, lr=hyper["learning_rate"], momentum=hyper["momentum"],
-                       grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params))
+                       grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params))
         new_state = state.replace(step=step + 1, params=params, batch_stats=batch_stats,
                                   opt_state=opt_state, target_params=target_params,
                                   target_batch_stats=target_stats, method_state=method_state)
