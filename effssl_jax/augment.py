@@ -1,0 +1,303 @@
+"""SimCLR-style view augmentations that run on the accelerator, inside a jitted step.
+
+The host ships uint8 batches ``[B, H, W, 3]``; everything below is pure JAX with
+explicit PRNG keys, so one compiled step covers a whole batch:
+
+* the output resolution ``out_size`` is a static Python int (one compile each),
+* the augmentation ``magnitude`` is a traced float (changes without recompiling),
+* every random choice is branch-free (``jnp.where``), so the same code runs
+  eagerly, under ``jax.jit`` and under ``jax.vmap``.
+
+The pipeline follows torchvision's SimCLR/SimSiam/BYOL order::
+
+    RandomResizedCrop -> RandomApply(ColorJitter) -> RandomGrayscale
+    -> RandomApply(GaussianBlur) -> RandomApply(Solarize) -> RandomHorizontalFlip
+
+and reproduces torchvision's formulas on float images (``tests/test_augment.py``
+checks each op against ``torchvision.transforms.functional``). dm-pix supplies
+the ops whose formulas already match torchvision: grayscale (0.2989, 0.587,
+0.114), hue (HSV round trip), solarize and flip. Brightness, contrast and
+saturation are written here because dm-pix follows TensorFlow (additive
+brightness, per-channel contrast mean, saturation scaled in HSV space).
+
+Each sample draws a handful of uniform vectors rather than one key per random
+number: every ``jax.random`` call inlines a threefry hash, and a dozen of them
+per sample made the step several times slower to compile.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import dm_pix as pix
+import jax
+import jax.numpy as jnp
+
+STANDARD_MAGNITUDE = 5.0  # magnitude at which the jitter strengths equal ViewConfig's
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewConfig:
+    """Static (hashable) description of one view's augmentation pipeline."""
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_prob: float = 0.5
+    jitter_prob: float = 0.8
+    # Colour-jitter strengths at magnitude == STANDARD_MAGNITUDE (scaled linearly).
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    gray_prob: float = 0.2
+    blur_prob: float = 0.5
+    # Sigma range in pixels of a 224-px image; rescaled to the output resolution.
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_prob: float = 0.0
+
+
+def _lerp(lo, hi, u):
+    return lo + (hi - lo) * u
+
+
+# ----------------------------------------------------------------------------
+# Colour ops on float [H, W, 3] images in [0, 1], clipped after each op as
+# torchvision does for float images.
+# ----------------------------------------------------------------------------
+
+def _blend(image, other, factor):
+    return jnp.clip(factor * image + (1.0 - factor) * other, 0.0, 1.0)
+
+
+def rgb_to_grayscale(image):
+    """Luma, tiled back to 3 channels (torchvision ``rgb_to_grayscale(img, 3)``)."""
+    return pix.rgb_to_grayscale(image, keep_dims=True)
+
+
+def adjust_brightness(image, factor):
+    """Multiplicative brightness (dm-pix's ``adjust_brightness`` is additive)."""
+    return _blend(image, 0.0, factor)
+
+
+def adjust_contrast(image, factor):
+    """Blend with the mean gray level (dm-pix uses per-channel means)."""
+    mean = jnp.mean(pix.rgb_to_grayscale(image), axis=(-3, -2, -1), keepdims=True)
+    return _blend(image, mean, factor)
+
+
+def adjust_saturation(image, factor):
+    """Blend with the grayscale image (dm-pix scales S in HSV space instead)."""
+    return _blend(image, pix.rgb_to_grayscale(image), factor)
+
+
+def adjust_hue(image, delta):
+    """Rotate hue by ``delta`` turns (|delta| <= 0.5) through HSV."""
+    shifted = jnp.clip(pix.adjust_hue(image, delta), 0.0, 1.0)
+    # The HSV round trip is not bit-exact; keep delta == 0 an exact identity.
+    return jnp.where(delta == 0, image, shifted)
+
+
+def _jitter_params(key, magnitude, cfg: ViewConfig):
+    """Sample ColorJitter's parameters, strengths scaled by magnitude / STANDARD_MAGNITUDE.
+
+    torchvision runs its 4 ops in a uniformly random order. A uniform
+    permutation of 4 is the same as a uniform order of the 3 blend ops
+    (brightness, contrast, saturation) and an independent uniform slot for hue
+    (0..3 blends before it); this is sampled that way (see ``_apply_jitter``).
+    Returns (factors [3], hue delta, blend order [3], hue slot).
+    """
+    u = jax.random.uniform(key, (8,))
+    m = magnitude / STANDARD_MAGNITUDE
+    s = jnp.array([cfg.brightness, cfg.contrast, cfg.saturation]) * m
+    factors = _lerp(jnp.maximum(0.0, 1.0 - s), 1.0 + s, u[0:3])
+    h = jnp.minimum(cfg.hue * m, 0.5)
+    hue = _lerp(-h, h, u[3])
+    order = jnp.argsort(u[4:7])
+    hue_slot = jnp.minimum(jnp.floor(4 * u[7]), 3).astype(jnp.int32)
+    return factors, hue, order, hue_slot
+
+
+def _apply_jitter(image, factors, hue, order, hue_slot):
+    """Brightness/contrast/saturation (0/1/2) in ``order``, hue after ``hue_slot`` of them.
+
+    All three blend ops are ``_blend(x, other, f)`` with other = 0, the mean gray
+    level or the gray image, so one step with a selected ``other`` covers them.
+    A ``lax.switch`` over the 4 ops would, under vmap, evaluate every branch at
+    every step (4 HSV round trips); here the blends run in two masked passes
+    around a single hue op.
+    """
+    def blend_pass(x, active):
+        for t in range(3):
+            op = order[t]
+            gray = pix.rgb_to_grayscale(x)
+            other = jnp.where(op == 0, 0.0, jnp.where(op == 1, jnp.mean(gray), gray))
+            x = jnp.where(active[t], _blend(x, other, factors[op]), x)
+        return x
+
+    before = jnp.arange(3) < hue_slot
+    image = blend_pass(image, before)
+    image = adjust_hue(image, hue)
+    return blend_pass(image, ~before)
+
+
+def color_jitter(key, image, magnitude, cfg: ViewConfig = ViewConfig()):
+    """torchvision ColorJitter (random op order) at the given magnitude."""
+    return _apply_jitter(image, *_jitter_params(key, magnitude, cfg))
+
+
+def gaussian_blur(image, sigma, kernel_size: int):
+    """torchvision ``gaussian_blur`` on [H, W, C]: static odd kernel size, reflect padding.
+
+    Written as sums of shifted slices rather than with ``pix.gaussian_blur``
+    (same kernel, but zero padding): with a per-sample sigma under vmap its
+    depthwise conv becomes a grouped conv with a group per sample and channel,
+    which was ~7x slower on CPU than these fused multiply-adds.
+    """
+    radius = kernel_size // 2
+    if radius == 0:
+        return image
+    taps = jnp.arange(-radius, radius + 1, dtype=image.dtype)
+    kernel = jnp.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / jnp.sum(kernel)
+    h, w = image.shape[0], image.shape[1]
+    x = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
+    x = sum(kernel[i] * x[i:i + h] for i in range(kernel_size))
+    return sum(kernel[i] * x[:, i:i + w] for i in range(kernel_size))
+
+
+def blur_kernel_size(out_size: int) -> int:
+    """~10% of the side, made odd, as SimCLR (23 at 224 px, as SimSiam/BYOL)."""
+    k = int(0.1 * out_size)
+    return k if k % 2 == 1 else k + 1
+
+
+# ----------------------------------------------------------------------------
+# Geometry.
+# ----------------------------------------------------------------------------
+
+def _to_float(image):
+    if jnp.issubdtype(image.dtype, jnp.integer):
+        return image.astype(jnp.float32) / 255.0
+    return image.astype(jnp.float32)
+
+
+def _crop_params(key, height: int, width: int, scale, ratio, attempts: int = 10):
+    """Vectorised ``torchvision.transforms.RandomResizedCrop.get_params``.
+
+    torchvision draws up to 10 (area, log-uniform aspect) candidates and keeps
+    the first that fits; here all 10 are drawn at once and the first valid one
+    is selected, with the same centre-crop fallback. Returns float32 scalars
+    (top, left, h, w), all integer-valued.
+    """
+    u = jax.random.uniform(key, (2 * attempts + 2,))
+    target_area = height * width * _lerp(scale[0], scale[1], u[:attempts])
+    aspect = jnp.exp(_lerp(math.log(ratio[0]), math.log(ratio[1]), u[attempts:2 * attempts]))
+    w = jnp.round(jnp.sqrt(target_area * aspect))
+    h = jnp.round(jnp.sqrt(target_area / aspect))
+    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = jnp.argmax(valid)
+
+    # Fallback: the largest centred crop whose aspect ratio lies within `ratio`
+    # (H and W are static, so this is plain Python).
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        fw, fh = round(height * max(ratio)), height
+    else:
+        fw, fh = width, height
+
+    found = valid.any()
+    h = jnp.where(found, h[first], fh)
+    w = jnp.where(found, w[first], fw)
+    # Integer offsets uniform in [0, H - h] and [0, W - w], like torch.randint.
+    top = jnp.where(found, jnp.floor(u[-2] * (height - h + 1)), (height - fh) // 2)
+    left = jnp.where(found, jnp.floor(u[-1] * (width - w + 1)), (width - fw) // 2)
+    return top, left, h, w
+
+
+def _resized_crop(image, top, left, h, w, out_size: int):
+    """Box (top, left, h, w) of a float [H, W, C] image resized to out_size², in one op.
+
+    The inverse warp maps output pixel edges [0, out) onto [left, left + w) and
+    [top, top + h); when shrinking, the antialiasing triangle kernel widens.
+    Interior pixels equal torchvision's ``resized_crop``; the outermost 1-2
+    output pixels differ because the kernel here also reads the real pixels just
+    outside the box, where torchvision, having cropped first, renormalises.
+    """
+    scale = jnp.stack([out_size / h, out_size / w])
+    translation = -jnp.stack([top, left]) * scale
+    out = jax.image.scale_and_translate(
+        image, (out_size, out_size, image.shape[-1]), (0, 1), scale, translation,
+        method="linear", antialias=True)
+    return jnp.clip(out, 0.0, 1.0)
+
+
+def random_resized_crop(key, image, out_size: int, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+    """torchvision RandomResizedCrop of one [H, W, 3] image -> float32 [out, out, 3] in [0, 1].
+
+    ``image`` is uint8 (scaled by 1/255) or float in [0, 1].
+    """
+    top, left, h, w = _crop_params(key, image.shape[0], image.shape[1], scale, ratio)
+    return _resized_crop(_to_float(image), top, left, h, w, out_size)
+
+
+# ----------------------------------------------------------------------------
+# The full view pipeline.
+# ----------------------------------------------------------------------------
+
+def augment_image(key, image, out_size: int, magnitude, cfg: ViewConfig = ViewConfig()):
+    """One augmented view of a uint8 [H, W, 3] image -> float32 [out, out, 3] in [0, 1].
+
+    Stages whose probability is 0 are left out at trace time (cfg is static).
+    """
+    k_crop, k_jitter, k_misc = jax.random.split(key, 3)
+    # Coins for jitter / gray / blur / solarize / flip, then the blur's sigma.
+    u = jax.random.uniform(k_misc, (6,))
+
+    x = random_resized_crop(k_crop, image, out_size, cfg.crop_scale, cfg.crop_ratio)
+    if cfg.jitter_prob > 0:
+        x = jnp.where(u[0] < cfg.jitter_prob, color_jitter(k_jitter, x, magnitude, cfg), x)
+    if cfg.gray_prob > 0:
+        x = jnp.where(u[1] < cfg.gray_prob, rgb_to_grayscale(x), x)
+    if cfg.blur_prob > 0:
+        sigma = _lerp(*cfg.blur_sigma, u[5]) * (out_size / 224)
+        x = jnp.where(u[2] < cfg.blur_prob,
+                      gaussian_blur(x, sigma, blur_kernel_size(out_size)), x)
+    if cfg.solarize_prob > 0:
+        x = jnp.where(u[3] < cfg.solarize_prob, pix.solarize(x, 0.5), x)
+    if cfg.flip_prob > 0:
+        x = jnp.where(u[4] < cfg.flip_prob, pix.flip_left_right(x), x)
+    return x
+
+
+def augment_batch(key, images, out_size: int, magnitude, cfg: ViewConfig = ViewConfig()):
+    """augment_image over a uint8 [B, H, W, 3] batch, one key per sample.
+
+    Jit with ``static_argnames=("out_size", "cfg")``; magnitude stays traced.
+    """
+    keys = jax.random.split(key, images.shape[0])
+    return jax.vmap(lambda k, im: augment_image(k, im, out_size, magnitude, cfg))(keys, images)
+
+
+def center_resize(images, out_size: int, crop_fraction: float = 1.0):
+    """Evaluation transform: central square crop, then antialiased linear resize.
+
+    The square's side is ``crop_fraction * min(H, W)`` (e.g. 0.875 = 224/256).
+    uint8 or float [B, H, W, 3] -> float32 [B, out, out, 3] in [0, 1].
+    """
+    x = _to_float(images)
+    b, height, width, c = x.shape
+    side = crop_fraction * min(height, width)
+    s = out_size / side
+    translation = jnp.array([-(height - side) / 2 * s, -(width - side) / 2 * s])
+    out = jax.image.scale_and_translate(
+        x, (b, out_size, out_size, c), (1, 2), jnp.array([s, s]), translation,
+        method="linear", antialias=True)
+    return jnp.clip(out, 0.0, 1.0)
+
+
+def normalize(x, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """(x - mean) / std over the trailing channel axis."""
+    return (x - jnp.asarray(mean, x.dtype)) / jnp.asarray(std, x.dtype)
