@@ -19,6 +19,8 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint file at INFO
     if _DISTRIBUTED.value:
         import jax
         jax.distributed.initialize()
