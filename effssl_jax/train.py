@@ -11,7 +11,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from effssl_jax import (augment, checkpoint, config_schema, evaluate, methods, optim, plan as
-                        plan_lib, run_log, schedules)
+                        plan_lib, run_log)
 from effssl_jax.data import pipeline
 from effssl_jax.models import resnet
 from effssl_jax.train_step import CompiledSteps, StepSpec, create_state, data_mesh, flops_of, \
@@ -24,12 +24,14 @@ def compute_dtype(name: str):
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
 
 
-def build_method(config, dtype):
+def build_method(config, dtype, steps_per_epoch: int, total_steps: int):
     m = config.model
     backbone = resnet.get_backbone(m.arch, width=m.width, cifar_stem=m.cifar_stem, dtype=dtype)
     view = augment.ViewConfig(crop_scale=tuple(config.augment.crop_scale),
                               blur_prob=config.augment.blur_prob)
-    return methods.get_method(config, backbone, resnet.feature_dim(m.arch, m.width), view, dtype)
+    return methods.get_method(config, methods.MethodContext(
+        backbone=backbone, feature_dim=resnet.feature_dim(m.arch, m.width), view_config=view,
+        dtype=dtype, steps_per_epoch=steps_per_epoch, total_steps=total_steps))
 
 
 def enable_compilation_cache(workdir: str) -> None:
@@ -91,11 +93,9 @@ def run(config, workdir: str) -> dict:
     if jax.process_index() == 0:
         print(plan.describe(), flush=True)
 
-    method = build_method(config, dtype)
+    method = build_method(config, dtype, plan.steps_per_epoch, plan.total_steps)
     tx = optim.sgd(plan.lr, plan.momentum, config.optim.weight_decay,
                    config.optim.decay_bn_and_bias)
-    ema = (schedules.ema_cosine_schedule(method.target_momentum, plan.total_steps)
-           if method.target_momentum is not None else None)
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
     init = jax.jit(lambda rng: create_state(method, tx, rng, p.r_max), out_shardings=replicated)
@@ -123,7 +123,7 @@ def run(config, workdir: str) -> dict:
         log.write({"step": 0, "epoch": 0.0, "knn_top1": knn})
         print(f"kNN top-1 at initialisation: {100 * knn:.2f}%", flush=True)
 
-    steps = CompiledSteps(lambda spec: make_step_fn(method, tx, ema, spec, dtype), mesh, abstract)
+    steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract)
     local_batch = config.batch_size // jax.process_count()
     produce = lambda step: pipeline.local_batch(train_ds, step, config.batch_size, config.seed,
                                                 jax.process_index(), jax.process_count())

@@ -58,7 +58,7 @@ def _apply(net, params, batch_stats, x):
     return out, updates["batch_stats"]
 
 
-def make_step_fn(method, tx, ema_schedule: Callable | None, spec: StepSpec, dtype,
+def make_step_fn(method, tx, spec: StepSpec, dtype,
                  mean=augment.IMAGENET_MEAN, std=augment.IMAGENET_STD):
     """step(state, images uint8 [B,H,W,3], magnitude) -> (state, metrics)."""
     net, target_net = method.net, method.target_net
@@ -121,8 +121,8 @@ def make_step_fn(method, tx, ema_schedule: Callable | None, spec: StepSpec, dtyp
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         target_params = state.target_params
-        if ema_schedule is not None:
-            tau = ema_schedule(step)
+        if method.ema_schedule is not None:
+            tau = method.ema_schedule(step)
             target_params = jax.tree.map(lambda t, o: tau * t + (1 - tau) * o, target_params,
                                          {k: params[k] for k in target_params})
             metrics["ema_tau"] = tau

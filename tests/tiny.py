@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from effssl_jax import augment, config_schema, methods, optim, plan as plan_lib
-from effssl_jax.models import resnet
+from effssl_jax import config_schema, optim, plan as plan_lib
+from effssl_jax.train import build_method
 from effssl_jax.train_step import CompiledSteps, StepSpec, create_state, data_mesh, make_step_fn
 
 
@@ -19,11 +19,8 @@ def tiny_config(method="simsiam"):
     return c
 
 
-def tiny_method(config, dtype=jnp.float32):
-    m = config.model
-    backbone = resnet.get_backbone(m.arch, width=m.width, cifar_stem=m.cifar_stem, dtype=dtype)
-    return methods.get_method(config, backbone, resnet.feature_dim(m.arch, m.width),
-                              augment.ViewConfig(), dtype)
+def tiny_method(config, dtype=jnp.float32, steps_per_epoch=4):
+    return build_method(config, dtype, steps_per_epoch, steps_per_epoch * config.epochs)
 
 
 def tiny_images(n=16, size=16, seed=0):
@@ -40,7 +37,7 @@ def compiled_step(config, devices, resolution=16, num_views=2, r_sel=8, dtype=jn
     state = jax.jit(lambda r: create_state(method, tx, r, resolution), out_shardings=repl)(
         jax.random.key(0))
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), state)
-    steps = CompiledSteps(lambda s: make_step_fn(method, tx, None, s, dtype), mesh, abstract)
+    steps = CompiledSteps(lambda s: make_step_fn(method, tx, s, dtype), mesh, abstract)
     spec = StepSpec(resolution, num_views, r_sel, 16, config.batch_size)
     return state, steps.get(spec), mesh, method
 

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from effssl_jax.methods import simsiam
+from effssl_jax.methods.base import MethodContext
 
 METHODS = {"simsiam": simsiam.make}
 
 
-def get_method(config, backbone, feature_dim: int, view_config, dtype):
+def get_method(config, context: MethodContext):
     try:
         make = METHODS[config.method]
     except KeyError:
         raise ValueError(f"unknown method {config.method!r}; valid: {', '.join(sorted(METHODS))}"
                          ) from None
-    return make(config[config.method], backbone, feature_dim, view_config, dtype)
+    return make(config[config.method], context)

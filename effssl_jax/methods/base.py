@@ -3,7 +3,7 @@
 A method is a small frozen dataclass with:
   net:        the online network (flax module; `__call__(x, train)` returns a dict of outputs)
   target_net: the EMA target/teacher network, or None
-  target_momentum: base tau of the cosine EMA schedule (tau rises to 1), or None
+  ema_schedule: step -> tau of the target's EMA update (schedules.py), or None
   view_configs: augmentation settings of the first and second view (cycled for more views)
   init_state() -> pytree of method state (MoCo queue, DINO centre), {} if none
   pair_loss(online_a, online_b, target_a, target_b, state, step) -> [B] per-sample symmetric loss
@@ -12,8 +12,25 @@ Methods know nothing of data, optimisers or devices.
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from effssl_jax.augment import ViewConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodContext:
+    """What a method's `make(cfg, context)` may use besides its own config sub-dict."""
+    backbone: nn.Module
+    feature_dim: int
+    view_config: ViewConfig  # the configured base augmentation; methods may vary it per view
+    dtype: Any
+    steps_per_epoch: int
+    total_steps: int
 
 
 def l2_normalize(x, axis=-1, eps=1e-12):

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import flax.linen as nn
-
 from effssl_jax.augment import ViewConfig
-from effssl_jax.methods.base import negative_cosine, no_state_update
+from effssl_jax.methods.base import MethodContext, negative_cosine, no_state_update
 from effssl_jax.models.heads import MLP, SSLNet
 
 
@@ -15,7 +13,7 @@ class SimSiam:
     net: nn.Module
     view_configs: tuple[ViewConfig, ViewConfig]
     target_net: None = None
-    target_momentum: None = None
+    ema_schedule: None = None
 
     def init_state(self):
         return {}
@@ -28,11 +26,11 @@ class SimSiam:
     update_state = staticmethod(no_state_update)
 
 
-def make(cfg, backbone: nn.Module, feature_dim: int, view_config: ViewConfig, dtype) -> SimSiam:
+def make(cfg, ctx: MethodContext) -> SimSiam:
     """cfg: config.simsiam (proj_dim, proj_hidden (0: feature_dim), proj_layers, pred_hidden)."""
-    hidden = cfg.proj_hidden or feature_dim
+    hidden = cfg.proj_hidden or ctx.feature_dim
     projector = MLP(hidden_dims=(hidden,) * (cfg.proj_layers - 1), out_dim=cfg.proj_dim,
-                    out_bias=False, out_bn=True, out_bn_affine=False, dtype=dtype)
-    predictor = MLP(hidden_dims=(cfg.pred_hidden,), out_dim=cfg.proj_dim, dtype=dtype)
-    return SimSiam(net=SSLNet(backbone, projector, predictor),
-                   view_configs=(view_config, view_config))
+                    out_bias=False, out_bn=True, out_bn_affine=False, dtype=ctx.dtype)
+    predictor = MLP(hidden_dims=(cfg.pred_hidden,), out_dim=cfg.proj_dim, dtype=ctx.dtype)
+    return SimSiam(net=SSLNet(ctx.backbone, projector, predictor),
+                   view_configs=(ctx.view_config, ctx.view_config))
