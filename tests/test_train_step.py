@@ -9,24 +9,38 @@ from effssl_jax import optim
 from tiny import compiled_step, put_batch, tiny_config, tiny_images
 
 
+def _one_step(config, devices, dtype):
+    state, step, mesh, _ = compiled_step(config, devices, dtype=dtype)
+    init = jax.device_get(state.params)
+    state, metrics = step(state, put_batch(tiny_images(), mesh), np.float32(5.0))
+    return jax.device_get(metrics), jax.device_get(state), init
+
+
 def test_eight_devices_equal_one_device():
     assert jax.device_count() == 8, "conftest sets 8 simulated CPU devices"
     config = tiny_config()
-    images = tiny_images()
-    results = []
-    for devices in (jax.devices()[:1], jax.devices()):
-        state, step, mesh, _ = compiled_step(config, devices)
-        state, metrics = step(state, put_batch(images, mesh), np.float32(5.0))
-        results.append((jax.device_get(metrics), jax.device_get(state)))
-    (m1, s1), (m8, s8) = results
-    assert m1["loss"] == pytest.approx(m8["loss"], abs=1e-5)
+    # Computed in float64: in float32 the BN backward on 2x2 maps amplifies the rounding of
+    # reductions done in another order to ~2% of an update, which would hide a real difference.
+    with jax.enable_x64(True):
+        (m1, s1, init), (m8, s8, _) = (_one_step(config, d, jnp.float64)
+                                       for d in (jax.devices()[:1], jax.devices()))
+    # Same augmentations and global batch-norm statistics: the same loss.
+    assert m1["loss"] == pytest.approx(m8["loss"], rel=1e-6)
     assert np.isfinite(m1["loss"]) and m1["grad_norm"] > 0
-    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params)):
-        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
-    # Batch-norm statistics are global: the running means agree too.
+    assert m1["grad_norm"] == pytest.approx(m8["grad_norm"], rel=1e-5)
+    for a, b, p0 in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params),
+                        jax.tree.leaves(init)):
+        assert np.linalg.norm(a - b) <= 1e-4 * np.linalg.norm(a - p0) + 1e-9
     for a, b in zip(jax.tree.leaves(s1.batch_stats), jax.tree.leaves(s8.batch_stats)):
-        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
     assert int(s8.step) == 1
+
+
+def test_eight_devices_float32_loss():
+    config = tiny_config()
+    (m1, *_), (m8, *_) = (_one_step(config, d, jnp.float32)
+                          for d in (jax.devices()[:1], jax.devices()))
+    assert m1["loss"] == pytest.approx(m8["loss"], rel=1e-5)
 
 
 def test_step_changes_params_and_is_deterministic():
