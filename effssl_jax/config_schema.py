@@ -47,11 +47,12 @@ def default_config() -> ml_collections.ConfigDict:
         proj_hidden=4096, proj_dim=256, pred_hidden=4096, tau_base=0.99))
     c.simclr = ml_collections.ConfigDict(dict(proj_hidden=2048, proj_dim=256, temperature=0.2))
     c.mocov2plus = ml_collections.ConfigDict(dict(
-        proj_hidden=2048, proj_dim=256, temperature=0.2, queue_size=4096, tau_base=0.99))
+        proj_hidden=2048, proj_dim=256, temperature=0.2, queue_size=4096, tau_base=0.99,
+        final_tau=0.999))
     c.dino = ml_collections.ConfigDict(dict(
         proj_hidden=2048, bottleneck_dim=256, num_prototypes=4096, norm_last_layer=True,
         student_temperature=0.1, teacher_temperature=0.07, warmup_teacher_temperature=0.04,
-        warmup_teacher_temperature_epochs=30, center_momentum=0.9, tau_base=0.996))
+        warmup_teacher_temperature_epochs=30, center_momentum=0.9, tau_base=0.9995))
 
     c.optim = ml_collections.ConfigDict()
     c.optim.schedule = "cosine"

@@ -1,10 +1,14 @@
 """What a run writes for people: metrics.jsonl, a progress bar and summary.json."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
+import time
+
+import jax
 
 from tqdm.auto import tqdm
 
@@ -63,3 +67,64 @@ def read_summary(workdir: str) -> dict:
                                 "a finished run")
     with open(path) as f:
         return json.load(f)
+
+
+class PendingMetrics:
+    """Metrics of recent steps kept on the device and fetched together, so the host never blocks
+    on a step it has just dispatched. images_per_sec covers the time since the last fetch, less
+    the time spent inside `paused()` (compiling, evaluating, checkpointing)."""
+
+    def __init__(self):
+        self._items: list = []
+        self._images = 0
+        self._since = time.perf_counter()
+        self._paused_s = 0.0
+
+    def add(self, record: dict, device_metrics, images: int) -> None:
+        self._items.append((record, device_metrics))
+        self._images += images
+
+    @contextlib.contextmanager
+    def paused(self):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._paused_s += time.perf_counter() - t0
+
+    def fetch(self) -> list[dict]:
+        if not self._items:
+            return []
+        values = jax.device_get([m for _, m in self._items])
+        now = time.perf_counter()
+        rate = self._images / max(now - self._since - self._paused_s, 1e-9)
+        out = [{**record, "images_per_sec": rate, **{k: float(v) for k, v in m.items()}}
+               for (record, _), m in zip(self._items, values)]
+        self._items, self._images, self._since, self._paused_s = [], 0, now, 0.0
+        return out
+
+
+class Stopwatch:
+    """Accumulates wall-clock time into a checkpointed dict, across resumes: wall_clock_s in
+    total and, under `excluded(key)`, the parts that are not training steps."""
+
+    KEYS = ("wall_clock_s", "compile_s", "eval_s", "checkpoint_s")
+
+    def __init__(self, meta: dict):
+        self.meta = meta
+        for key in self.KEYS:
+            meta.setdefault(key, 0.0)
+        self._last = time.perf_counter()
+
+    def update(self) -> None:
+        now = time.perf_counter()
+        self.meta["wall_clock_s"] += now - self._last
+        self._last = now
+
+    @contextlib.contextmanager
+    def excluded(self, key: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.meta[key] += time.perf_counter() - t0

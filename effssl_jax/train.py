@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -73,8 +72,9 @@ def _eval_due(config, plan, step: int) -> bool:
     return step % every == 0 or step == plan.total_steps
 
 
-def run(config, workdir: str) -> dict:
-    """Trains (resuming from WORKDIR/checkpoints if present); returns the summary dict."""
+def run(config, workdir: str, stop=None) -> dict:
+    """Trains (resuming from WORKDIR/checkpoints if present); returns the summary dict.
+    stop: optional callable(metrics record) -> bool that ends the run early (LR range test)."""
     mesh = data_mesh()
     config_schema.validate(config, num_devices=mesh.devices.size)
     os.makedirs(workdir, exist_ok=True)
@@ -103,8 +103,7 @@ def run(config, workdir: str) -> dict:
     abstract = checkpoint.abstract_like(abstract, replicated)
 
     ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
-    meta = {"flops_by_resolution": {}, "steps_by_resolution": {}, "wall_clock_s": 0.0,
-            "knn_top1_init": None}
+    meta = {"flops_by_resolution": {}, "steps_by_resolution": {}, "knn_top1_init": None}
     if ckpt.latest_step is not None:
         state, meta = ckpt.restore(abstract)
         print(f"resumed from {ckpt.directory} at step {int(state.step)}", flush=True)
@@ -130,67 +129,67 @@ def run(config, workdir: str) -> dict:
     prefetch = pipeline.Prefetcher(produce, start, plan.total_steps, config.prefetch)
     bar = run_log.progress_bar(plan.total_steps, start, config.progress_bar and
                                jax.process_index() == 0)
-    pending: list = []
-    t_last, images_since, compile_s = time.time(), 0, 0.0
-    t_start = time.time()
+    pending = run_log.PendingMetrics()
+    clock = run_log.Stopwatch(meta)
 
-    def flush():
-        nonlocal t_last, images_since, compile_s
-        if not pending:
-            return
-        values = jax.device_get([m for *_, m in pending])
-        now = time.time()
-        rate = images_since / max(now - t_last - compile_s, 1e-9)
-        for (step, res, mag), m in zip([r[:3] for r in pending], values):
-            if not np.isfinite(m["loss"]):
+    def write_pending() -> bool:
+        """Logs the fetched metrics of recent steps; True when `stop` asks to end the run."""
+        records = pending.fetch()
+        for record in records:
+            if stop is not None and stop(record):
+                return True
+            if not np.isfinite(record["loss"]):
                 raise FloatingPointError(
-                    f"loss is {m['loss']} at step {step}; lower --config.optim.lr or check the "
-                    f"data (restart resumes from the last checkpoint)")
-            log.write({"step": step, "epoch": step / plan.steps_per_epoch, "resolution": res,
-                       "magnitude": mag, "images_per_sec": rate, **m})
-        bar.set_postfix(loss=f"{values[-1]['loss']:.4f}", res=pending[-1][1],
-                        lr=f"{values[-1]['lr']:.3g}", img_s=f"{rate:.0f}")
-        pending.clear()
-        t_last, images_since, compile_s = now, 0, 0.0
+                    f"loss is {record['loss']} at step {record['step']}; lower --config.optim.lr "
+                    "or check the data (rerunning resumes from the last checkpoint)")
+            log.write(record)
+        if records:
+            last = records[-1]
+            bar.set_postfix(loss=f"{last['loss']:.4f}", res=last["resolution"],
+                            lr=f"{last['lr']:.3g}", img_s=f"{last['images_per_sec']:.0f}")
+        return False
 
     try:
         for step, local_images in prefetch:
             stage = plan.stage(step)
             spec = StepSpec(stage.resolution, plan.num_views,
                             plan.selection_resolution(stage.resolution), image_size, local_batch)
-            if spec not in steps.compiled:
-                t0 = time.time()
-                steps.get(spec)
-                compile_s += time.time() - t0
+            with pending.paused(), clock.excluded("compile_s"):
+                compiled = steps.get(spec)
             images = jax.make_array_from_process_local_data(batch_sharding, local_images)
             magnitude = plan.magnitude(step)
-            state, metrics = steps.get(spec)(state, images, np.float32(magnitude))
+            state, metrics = compiled(state, images, np.float32(magnitude))
             key = str(stage.resolution)
             meta["flops_by_resolution"][key] = meta["flops_by_resolution"].get(key, 0.0) + \
                 steps.flops[spec]
             meta["steps_by_resolution"][key] = meta["steps_by_resolution"].get(key, 0) + 1
-            pending.append((step + 1, stage.resolution, magnitude, metrics))
-            images_since += config.batch_size
-            bar.update(1)
             done = step + 1
+            pending.add({"step": done, "epoch": done / plan.steps_per_epoch,
+                         "resolution": stage.resolution, "magnitude": magnitude}, metrics,
+                        config.batch_size)
+            bar.update(1)
             if done % config.log_every_steps == 0 or done == plan.total_steps:
-                flush()
+                if write_pending():
+                    break
             if _eval_due(config, plan, done):
-                flush()
-                knn = evaluator.knn_top1(state)
+                with pending.paused(), clock.excluded("eval_s"):
+                    if write_pending():
+                        break
+                    knn = evaluator.knn_top1(state)
                 eval_flops += evaluator.flops_per_batch * evaluator.batches
                 log.write({"step": done, "epoch": done / plan.steps_per_epoch, "knn_top1": knn})
                 bar.write(f"epoch {done / plan.steps_per_epoch:g}: kNN top-1 {100 * knn:.2f}%")
-                t_last = time.time()
             if done % config.checkpoint_every_steps == 0 or done == plan.total_steps:
-                flush()
-                meta["wall_clock_s"] += time.time() - t_start
-                t_start = time.time()
-                ckpt.save(done, state, meta)
+                with pending.paused(), clock.excluded("checkpoint_s"):
+                    if write_pending():
+                        break
+                    clock.update()
+                    ckpt.save(done, state, meta)
     finally:
         prefetch.close()
         bar.close()
         ckpt.wait()
+    clock.update()
     log.close()
 
     summary = make_summary(config, plan, meta, steps, eval_flops, knn, int(state.step))
@@ -211,6 +210,9 @@ def make_summary(config, plan, meta, steps, eval_flops, knn, step) -> dict:
         "hard_augment": bool(config.hard_augment.enabled), "steps": step,
         "epochs": step / plan.steps_per_epoch, "knn_top1_init": meta["knn_top1_init"],
         "knn_top1": knn, "wall_clock_s": round(meta["wall_clock_s"], 2),
+        "train_time_s": round(meta["wall_clock_s"] - meta["compile_s"] - meta["eval_s"]
+                              - meta["checkpoint_s"], 2),
+        "compile_s": round(meta["compile_s"], 2), "eval_s": round(meta["eval_s"], 2),
         "total_pflops": train_flops / 1e15, "eval_pflops": eval_flops / 1e15,
         "pflops_by_resolution": {k: v / 1e15 for k, v in meta["flops_by_resolution"].items()},
         "steps_by_resolution": meta["steps_by_resolution"],
@@ -222,5 +224,5 @@ def make_summary(config, plan, meta, steps, eval_flops, knn, step) -> dict:
         base = run_log.read_summary(config.compare_to)
         summary["speedup_vs"] = {"workdir": config.compare_to,
                                  "flops": base["total_pflops"] / summary["total_pflops"],
-                                 "wall_clock": base["wall_clock_s"] / max(summary["wall_clock_s"], 1e-9)}
+                                 "train_time": base["train_time_s"] / max(summary["train_time_s"], 1e-9)}
     return summary

@@ -87,7 +87,10 @@ def local_batch(dataset: ArrayDataset, step: int, batch_size: int, seed: int,
 
 
 class Prefetcher:
-    """Runs `produce(step)` for steps start..end-1 on a background thread, `depth` ahead."""
+    """Runs `produce(step)` for steps start..end-1 on a background thread, `depth` ahead.
+    Iterating yields (step, item); an exception in `produce` is raised in the consumer."""
+
+    _END = object()
 
     def __init__(self, produce, start: int, end: int, depth: int = 2):
         self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
@@ -95,29 +98,34 @@ class Prefetcher:
         self._thread = threading.Thread(target=self._run, args=(produce, start, end), daemon=True)
         self._thread.start()
 
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _run(self, produce, start, end):
         try:
             for step in range(start, end):
-                item = produce(step)
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put((step, item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put((step, produce(step))):
                     return
-        except Exception as e:  # surfaced in the consumer thread
-            self._queue.put((None, None, e))
+            self._put(self._END)
+        except Exception as e:  # noqa: BLE001 - handed to the consumer
+            self._put(e)
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        step, item, error = self._queue.get()
-        if error is not None:
-            raise error
-        return step, item
+        item = self._queue.get()
+        if item is self._END:
+            raise StopIteration
+        if isinstance(item, Exception):
+            raise item
+        return item
 
     def close(self):
         self._stop.set()

@@ -1,10 +1,11 @@
 """SSL methods behind one interface (see base.py); `get_method` builds one from a config."""
 from __future__ import annotations
 
-from effssl_jax.methods import simsiam
+from effssl_jax.methods import byol, dino, mocov2plus, simclr, simsiam
 from effssl_jax.methods.base import MethodContext
 
-METHODS = {"simsiam": simsiam.make}
+METHODS = {"simsiam": simsiam.make, "byol": byol.make, "simclr": simclr.make,
+           "mocov2plus": mocov2plus.make, "dino": dino.make}
 
 
 def get_method(config, context: MethodContext):

@@ -9,14 +9,32 @@ Parameter tree, 1:1 with torchvision's state_dict (see ``convert.py``)::
 
 Inputs are NHWC. Padding, pooling and initialisation follow PyTorch exactly,
 so converted weights give the same outputs.
+
+``conv_impl`` picks how convolutions and the stem max-pool are computed (the
+parameters are the same ``nn.Conv`` ones in every case):
+
+* ``'xla'``: ``lax.conv_general_dilated`` and ``nn.max_pool``.
+* ``'matmul'``: im2col -- the strided, shifted views of the input concatenated
+  on the channel axis and one matmul with the reshaped kernel -- and a max-pool
+  built from the same views. Autodiff turns both into matmuls / elementwise ops.
+* ``'auto'`` (default): on CPU, ``'matmul'`` where XLA:CPU's convolution is
+  slow and ``'xla'`` elsewhere (see ``_cpu_prefers_matmul``); ``'xla'`` on
+  GPU/TPU. Decided at trace time from ``jax.default_backend()`` and static shapes.
+
+Why: XLA:CPU (jaxlib 0.10) swaps the operands of a convolution whose input map
+is smaller than its kernel (a 3x3 conv on a 2x2 map, or the input-gradient of a
+stride-2 conv with a 2x2 output) into a form its Eigen/oneDNN paths do not take,
+and runs a naive loop: ~50x slower than the matmul. Strided convs, 1x1 convs and
+``select_and_scatter`` (max-pool's gradient) are also faster as matmuls / masks.
 """
 
-from functools import partial
+from functools import partial, reduce
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+from jax import lax
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu').
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -38,6 +56,84 @@ def torch_pad(kernel_size: int):
     """PyTorch's symmetric `padding=k//2` (flax 'SAME' pads asymmetrically for stride 2)."""
     p = kernel_size // 2
     return ((p, p), (p, p))
+
+
+CONV_IMPLS = ('auto', 'xla', 'matmul')
+
+
+def _taps(x, window, strides, padding, pad_value=0.0):
+    """The kh*kw strided views of padded NHWC `x`, one per kernel offset (row-major)."""
+    x = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=pad_value)
+    (kh, kw), (sh, sw) = window, strides
+    ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    return [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+            for i in range(kh) for j in range(kw)]
+
+
+def conv_matmul(x, kernel, strides, padding, precision=None):
+    """NHWC x HWIO convolution as a single matmul over the kernel's taps (im2col)."""
+    kh, kw, cin, cout = kernel.shape
+    taps = _taps(x, (kh, kw), strides, padding)
+    cols = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+    return jnp.dot(cols, kernel.reshape(kh * kw * cin, cout), precision=precision)
+
+
+def _cpu_prefers_matmul(x_shape, kernel_shape, strides) -> bool:
+    """Where the matmul beats XLA:CPU's conv (measured fwd+bwd, batch 128, ResNet shapes).
+
+    3x3 stride 1 on maps >= 4x4: XLA's conv wins (up to 1.5x on 32x32). Stride 2,
+    1x1, and anything on a 2x2/1x1 map: the matmul (up to 50x). The stem (3 input
+    channels) stays on XLA: its im2col buffer is big and its matmul narrow.
+    """
+    (_, h, w, cin), (kh, kw) = x_shape, kernel_shape[:2]
+    if cin < 8:
+        return False
+    return kh * kw == 1 or max(strides) > 1 or h * w < 16
+
+
+def _use_matmul(impl: str, cpu_prefers_matmul: bool) -> bool:
+    if impl not in CONV_IMPLS:
+        raise ValueError(f'unknown conv_impl {impl!r}; valid: {CONV_IMPLS}')
+    if impl == 'auto':
+        return jax.default_backend() == 'cpu' and cpu_prefers_matmul
+    return impl == 'matmul'
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         precision=None, *, impl: str = 'auto'):
+    """Drop-in for ``lax.conv_general_dilated`` as called by ``nn.Conv``, see ``conv_impl``."""
+    plain = (lhs.ndim == 4 and feature_group_count == 1
+             and dimension_numbers == lax.conv_dimension_numbers(
+                 lhs.shape, rhs.shape, ('NHWC', 'HWIO', 'NHWC'))
+             and all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))))
+    if impl == 'matmul' and not plain:
+        raise NotImplementedError('conv_impl="matmul" handles 2D NHWC/HWIO convs without '
+                                  'dilation or feature groups')
+    if plain and _use_matmul(impl, _cpu_prefers_matmul(lhs.shape, rhs.shape, window_strides)):
+        if isinstance(padding, str):
+            padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+        return conv_matmul(lhs, rhs, window_strides, padding, precision)
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count, precision=precision)
+
+
+def max_pool(x, window, strides, padding, impl: str = 'auto'):
+    """``nn.max_pool`` (pads with -inf); with the matmul impl, an elementwise max over taps.
+
+    Its gradient goes, like ``nn.max_pool``'s and torch's, to the first maximum of each
+    window in row-major order (ties are common after a ReLU), but is elementwise selects
+    instead of XLA:CPU's slow ``select_and_scatter``.
+    """
+    if not _use_matmul(impl, True):
+        return nn.max_pool(x, window, strides, padding)
+    taps = _taps(x, window, strides, padding, -jnp.inf)
+    top = lax.stop_gradient(reduce(jnp.maximum, taps))
+    out, taken = jnp.zeros_like(top), jnp.zeros(top.shape, bool)
+    for t in taps:
+        first = (t == top) & ~taken
+        out, taken = jnp.where(first, t, out), taken | first
+    return out
 
 
 def _shortcut(block, x, out_features: int):
@@ -97,11 +193,13 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9  # flax convention: 1 - torch's momentum (0.1)
     bn_eps: float = 1e-5
+    conv_impl: str = 'auto'  # 'auto' | 'xla' | 'matmul', see the module docstring
 
     @nn.compact
     def __call__(self, x, train: bool):
         conv = partial(nn.Conv, use_bias=False, kernel_init=conv_init,
-                       dtype=self.dtype, param_dtype=jnp.float32)
+                       dtype=self.dtype, param_dtype=jnp.float32,
+                       conv_general_dilated=partial(conv_general_dilated, impl=self.conv_impl))
         # Statistics are reduced over the whole batch axis: under jit with a
         # sharded batch, XLA inserts the cross-device reduction itself.
         # Two-pass variance (use_fast_variance=False) like torch: E[x^2]-E[x]^2
@@ -119,7 +217,7 @@ class ResNet(nn.Module):
         else:
             x = conv(self.width, (7, 7), (2, 2), torch_pad(7), name='conv1')(x)
             x = nn.relu(norm(name='bn1')(x))
-            x = nn.max_pool(x, (3, 3), (2, 2), torch_pad(3))  # pads with -inf, like torch
+            x = max_pool(x, (3, 3), (2, 2), torch_pad(3), self.conv_impl)  # -inf padding, like torch
 
         for i, n_blocks in enumerate(self.stage_sizes):
             for j in range(n_blocks):

@@ -1,0 +1,61 @@
+"""BYOL (Grill et al., NeurIPS 2020): an online network with a predictor regresses the projection
+of an EMA target network; symmetric normalised-MSE loss.
+
+Hyper-parameters (config.byol): projector Linear(4096)-BN-ReLU-Linear(256) and predictor of the
+same shape (BYOL paper Sec. 3.3; solo-learn's ImageNet-100 config uses a wider 8192 predictor),
+tau_base 0.99 cosine-increased to 1 (solo-learn ImageNet-100 byol.yaml; the paper uses 0.996
+with batch 4096).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import flax.linen as nn
+
+from effssl_jax import schedules
+from effssl_jax.augment import ViewConfig
+from effssl_jax.methods.base import MethodContext, negative_cosine, no_state_update
+from effssl_jax.models.heads import MLP, SSLNet
+
+
+def asymmetric_views(view: ViewConfig) -> tuple[ViewConfig, ViewConfig]:
+    """BYOL's view pair (paper Table 6; also DINO's two global crops): blur always on the first
+    view; rare blur and solarisation on the second. Crop scale, jitter and grey stay as configured
+    (the paper under reproduction uses one augmentation setting for all methods)."""
+    return (dataclasses.replace(view, blur_prob=1.0, solarize_prob=0.0),
+            dataclasses.replace(view, blur_prob=0.1, solarize_prob=0.2))
+
+
+def normalized_mse(p, z):
+    """Per-sample ||p/|p| - sg(z)/|z|||^2 = 2 - 2 cos(p, z)."""
+    return 2.0 + 2.0 * negative_cosine(p, z)
+
+
+@dataclasses.dataclass(frozen=True)
+class BYOL:
+    net: nn.Module
+    target_net: nn.Module
+    ema_schedule: Callable
+    view_configs: tuple[ViewConfig, ViewConfig]
+
+    def init_state(self):
+        return {}
+
+    def pair_loss(self, online_a, online_b, target_a, target_b, state, step):
+        """Per-sample L + L~ (the paper's symmetrised loss; solo-learn sums both directions)."""
+        del state, step
+        return (normalized_mse(online_a["pred"], target_b["proj"])
+                + normalized_mse(online_b["pred"], target_a["proj"]))
+
+    update_state = staticmethod(no_state_update)
+
+
+def make(cfg, ctx: MethodContext) -> BYOL:
+    """cfg: config.byol (proj_hidden, proj_dim, pred_hidden, tau_base)."""
+    projector = MLP(hidden_dims=(cfg.proj_hidden,), out_dim=cfg.proj_dim, dtype=ctx.dtype)
+    predictor = MLP(hidden_dims=(cfg.pred_hidden,), out_dim=cfg.proj_dim, dtype=ctx.dtype)
+    return BYOL(net=SSLNet(ctx.backbone, projector, predictor),
+                target_net=SSLNet(ctx.backbone, projector),
+                ema_schedule=schedules.ema_cosine_schedule(cfg.tau_base, ctx.total_steps),
+                view_configs=asymmetric_views(ctx.view_config))

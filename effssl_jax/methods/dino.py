@@ -1,0 +1,130 @@
+"""DINO (Caron et al., ICCV 2021) with a ResNet backbone: the student matches the centred,
+sharpened softmax of an EMA teacher over `num_prototypes` outputs (two global views, no
+multi-crop).
+
+Hyper-parameters (config.dino), from the DINO repository (main_dino.py / DINOHead) unless noted:
+head = 3-layer MLP (2048 hidden, GELU, no BN: `use_bn_in_head` defaults to False, also in
+solo-learn) to a 256-d bottleneck, L2-normalised, then a weight-normalised bias-free linear layer
+whose norm g is fixed to 1 when `norm_last_layer`; num_prototypes 4096 (solo-learn ImageNet-100;
+DINO uses 65536 on ImageNet); student temperature 0.1; teacher temperature warmed linearly from
+0.04 to 0.07 over 30 epochs (DINO paper, implementation details; solo-learn's ImageNet-100
+config uses 50); centre momentum 0.9; teacher EMA tau cosine-increased from 0.9995 to 1 (DINO
+recommends 0.9995 for small batches, as in solo-learn's ImageNet-100 config; its default 0.996
+is for batch 1024). Not part of a method and not done here: DINO freezes the last layer for the
+first epoch and clips gradients (3.0; solo-learn: off).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from effssl_jax import schedules
+from effssl_jax.augment import ViewConfig
+from effssl_jax.methods.base import MethodContext, l2_normalize
+from effssl_jax.methods.byol import asymmetric_views
+from effssl_jax.models.heads import SSLNet, torch_linear_init
+
+
+class WeightNormDense(nn.Module):
+    """Bias-free linear layer with weight norm per output unit: W[:, j] = g_j v[:, j] / |v[:, j]|
+    (torch.nn.utils.weight_norm of a Linear); g is fixed to 1 (no parameter) if `fixed_norm`.
+    v is called `kernel` so that it gets weight decay, as in DINO (g, 1-D, does not)."""
+    features: int
+    fixed_norm: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        v = self.param("kernel", torch_linear_init(), (x.shape[-1], self.features), jnp.float32)
+        w = v / jnp.linalg.norm(v, axis=0, keepdims=True)
+        if not self.fixed_norm:
+            w = w * self.param("scale", nn.initializers.ones, (self.features,), jnp.float32)
+        return x @ w
+
+
+class DINOHead(nn.Module):
+    """MLP -> L2-normalise -> weight-normalised linear layer (DINO's `DINOHead`)."""
+    num_prototypes: int
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    num_layers: int = 3
+    use_bn: bool = False
+    norm_last_layer: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        # DINO's init: trunc_normal(std=0.02) truncated at +-2 (100 std: a plain normal), zero bias.
+        dense = lambda n: nn.Dense(n, dtype=self.dtype, kernel_init=nn.initializers.normal(0.02))
+        for _ in range(self.num_layers - 1):
+            x = dense(self.hidden_dim)(x)
+            if self.use_bn:
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                 dtype=self.dtype)(x)
+            x = nn.gelu(x, approximate=False)  # torch.nn.GELU
+        x = l2_normalize(dense(self.bottleneck_dim)(x).astype(jnp.float32))
+        return WeightNormDense(self.num_prototypes, self.norm_last_layer, name="last_layer")(x)
+
+
+def teacher_temperature_schedule(warmup: float, final: float, warmup_steps: int):
+    """Linear from `warmup` at step 0 to `final` at `warmup_steps`, then constant (DINO steps
+    its linspace once per epoch; here it moves every step)."""
+    def schedule(step):
+        progress = jnp.clip(step / warmup_steps, 0.0, 1.0) if warmup_steps > 0 else 1.0
+        return warmup + (final - warmup) * progress
+    return schedule
+
+
+def cross_entropy(teacher_logits, student_logits, center, teacher_temp, student_temp):
+    """Per-sample H(softmax((t - c) / T_t), softmax(s / T_s)), no gradient to the teacher."""
+    t = jax.nn.softmax(jax.lax.stop_gradient(teacher_logits - center) / teacher_temp, axis=-1)
+    return -jnp.sum(t * jax.nn.log_softmax(student_logits / student_temp, axis=-1), axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DINO:
+    net: nn.Module
+    target_net: nn.Module
+    ema_schedule: Callable
+    view_configs: tuple[ViewConfig, ViewConfig]
+    teacher_temperature: Callable  # step -> T_t
+    student_temperature: float
+    center_momentum: float
+    num_prototypes: int
+
+    def init_state(self):
+        return {"center": jnp.zeros((self.num_prototypes,), jnp.float32)}
+
+    def pair_loss(self, online_a, online_b, target_a, target_b, state, step):
+        """Per-sample mean of the two cross-view terms (DINO divides by the number of terms)."""
+        ce = lambda t, s: cross_entropy(t["proj"], s["proj"], state["center"],
+                                        self.teacher_temperature(step), self.student_temperature)
+        return 0.5 * (ce(target_b, online_a) + ce(target_a, online_b))
+
+    def update_state(self, state, online_a, online_b, target_a, target_b, step):
+        """centre <- m centre + (1 - m) mean of both views' teacher logits over the global batch."""
+        del online_a, online_b, step
+        batch_center = 0.5 * (target_a["proj"].mean(0) + target_b["proj"].mean(0))
+        m = self.center_momentum
+        return {"center": m * state["center"] + (1 - m) * jax.lax.stop_gradient(batch_center)}
+
+
+def make(cfg, ctx: MethodContext) -> DINO:
+    """cfg: config.dino (proj_hidden, bottleneck_dim, num_prototypes, norm_last_layer,
+    student_temperature, teacher_temperature, warmup_teacher_temperature,
+    warmup_teacher_temperature_epochs, center_momentum, tau_base)."""
+    head = DINOHead(num_prototypes=cfg.num_prototypes, hidden_dim=cfg.proj_hidden,
+                    bottleneck_dim=cfg.bottleneck_dim, norm_last_layer=cfg.norm_last_layer,
+                    dtype=ctx.dtype)
+    net = SSLNet(ctx.backbone, head)
+    warmup_steps = round(cfg.warmup_teacher_temperature_epochs * ctx.steps_per_epoch)
+    return DINO(net=net, target_net=net,
+                ema_schedule=schedules.ema_cosine_schedule(cfg.tau_base, ctx.total_steps),
+                view_configs=asymmetric_views(ctx.view_config),
+                teacher_temperature=teacher_temperature_schedule(
+                    cfg.warmup_teacher_temperature, cfg.teacher_temperature, warmup_steps),
+                student_temperature=cfg.student_temperature,
+                center_momentum=cfg.center_momentum, num_prototypes=cfg.num_prototypes)

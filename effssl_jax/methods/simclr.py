@@ -1,0 +1,61 @@
+"""SimCLR (Chen et al., ICML 2020): NT-Xent over the global batch, no target network.
+
+Hyper-parameters (config.simclr): projector Linear(2048)-ReLU-Linear(256) without BN, i.e. the
+paper's g(h) = W2 relu(W1 h) (SimCLR v1 Sec. 2.1) at solo-learn's widths (its CIFAR config;
+its ImageNet-100 config uses 4096/512); temperature 0.2 (solo-learn ImageNet-100 simclr.yaml;
+the paper's best at batch 4096 is 0.1).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from effssl_jax.augment import ViewConfig
+from effssl_jax.methods.base import MethodContext, l2_normalize, no_state_update
+from effssl_jax.models.heads import MLP, SSLNet
+
+
+def nt_xent(z_a, z_b, temperature):
+    """Per-sample NT-Xent [B]: the mean of the two anchors' losses (i in view a, i in view b).
+
+    The 2B embeddings are the global batch (under jit over a mesh the arrays are global), so each
+    anchor's negatives are the other 2B - 2 embeddings of every device. Its mean over the batch
+    equals the usual NT-Xent mean over the 2B anchors.
+    """
+    b = z_a.shape[0]
+    z = l2_normalize(jnp.concatenate([z_a, z_b]).astype(jnp.float32))
+    logits = z @ z.T / temperature
+    logits = jnp.where(jnp.eye(2 * b, dtype=bool), -jnp.inf, logits)  # not its own negative
+    positive = jnp.concatenate([jnp.arange(b, 2 * b), jnp.arange(b)])
+    per_anchor = (jax.nn.logsumexp(logits, axis=1)
+                  - jnp.take_along_axis(logits, positive[:, None], axis=1)[:, 0])
+    return 0.5 * (per_anchor[:b] + per_anchor[b:])
+
+
+@dataclasses.dataclass(frozen=True)
+class SimCLR:
+    net: nn.Module
+    view_configs: tuple[ViewConfig, ViewConfig]
+    temperature: float
+    target_net: None = None
+    ema_schedule: None = None
+
+    def init_state(self):
+        return {}
+
+    def pair_loss(self, online_a, online_b, target_a, target_b, state, step):
+        del target_a, target_b, state, step
+        return nt_xent(online_a["proj"], online_b["proj"], self.temperature)
+
+    update_state = staticmethod(no_state_update)
+
+
+def make(cfg, ctx: MethodContext) -> SimCLR:
+    """cfg: config.simclr (proj_hidden, proj_dim, temperature)."""
+    projector = MLP(hidden_dims=(cfg.proj_hidden,), out_dim=cfg.proj_dim, hidden_bias=True,
+                    hidden_bn=False, dtype=ctx.dtype)
+    return SimCLR(net=SSLNet(ctx.backbone, projector),
+                  view_configs=(ctx.view_config, ctx.view_config), temperature=cfg.temperature)
