@@ -1,0 +1,103 @@
+"""End-to-end runs of launch.py on tiny configs: overrides, errors, exact resume after SIGKILL,
+and one compiled step per resolution bucket under Super Progressive Learning + Hard Augment."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--config", "configs/quickstart.py", "--config.model.width=8",
+        "--config.synthetic_train_size=256", "--config.synthetic_test_size=64",
+        "--config.batch_size=32", "--config.progressive.r_max=16", "--config.progress_bar=False",
+        "--config.simsiam.proj_dim=32", "--config.simsiam.pred_hidden=16"]
+
+
+def launch(workdir, *overrides, wait=True, env=None):
+    cmd = [sys.executable, "launch.py", *TINY, f"--workdir={workdir}", *overrides]
+    env = {**os.environ, "XLA_FLAGS": "", **(env or {})}
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_resume_after_sigkill_continues_exactly(tmp_path):
+    args = ["--config.epochs=2", "--config.log_every_steps=1", "--config.checkpoint_every_steps=4",
+            "--config.eval.every_epochs=1"]
+    full = tmp_path / "full"
+    r = launch(full, *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    reference = {m["step"]: m["loss"] for m in metrics(full) if "loss" in m}
+    assert sorted(reference) == list(range(1, 17))
+
+    killed = tmp_path / "killed"
+    proc = launch(killed, *args, wait=False)
+    deadline = time.time() + 600
+    while not (killed / "checkpoints" / "8").exists():  # a committed checkpoint, mid-run
+        assert proc.poll() is None and time.time() < deadline, "run ended before step 8"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = launch(killed, *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from" in r.stdout
+    resumed = [m for m in metrics(killed) if "loss" in m]
+    assert [m["step"] for m in resumed] == list(range(1, 17))  # no step lost or repeated
+    for m in resumed:
+        assert m["loss"] == reference[m["step"]], m["step"]
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["steps"] == 16
+    assert summary["knn_top1"] == json.loads((full / "summary.json").read_text())["knn_top1"]
+
+
+def test_super_progressive_hard_augment_compiles_once_per_bucket(tmp_path):
+    r = launch(tmp_path / "sp", "--config.epochs=4", "--config.optim.schedule=f1clr",
+               "--config.optim.warmup_epochs=1", "--config.progressive.schedule=super_progressive",
+               "--config.progressive.r_min=8", "--config.progressive.bucket_step=4",
+               "--config.hard_augment.enabled=True", "--config.hard_augment.num_views=3",
+               "--config.hard_augment.r_sel=8", "--config.log_every_steps=1",
+               "--config.eval.every_epochs=4", "--config.eval.at_init=False")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "sp" / "summary.json").read_text())
+    # 16 px warm-up, then 8, 12, 16: three distinct buckets, one compiled step each.
+    assert summary["compiled_steps"] == 3
+    assert set(summary["gflops_per_step"]) == {"8", "12", "16"}
+    assert summary["steps_by_resolution"] == {"16": 8 + 8, "8": 8, "12": 8}
+    g = summary["gflops_per_step"]
+    assert g["8"] < g["12"] < g["16"]
+    rows = [m for m in metrics(tmp_path / "sp") if "loss" in m]
+    assert [m["resolution"] for m in rows] == [16] * 8 + [8] * 8 + [12] * 8 + [16] * 8
+    lr = [m["lr"] for m in rows]
+    mom = [m["momentum"] for m in rows]
+    assert lr[0] == 0.0 and max(lr) == pytest.approx(lr[8], rel=1e-6)  # F1-CLR peak at t_w
+    assert mom[0] == pytest.approx(0.95) and min(mom) == pytest.approx(mom[8])
+    mags = [m["magnitude"] for m in rows]
+    assert mags == sorted(mags) and mags[0] == pytest.approx(2.0) and mags[-1] == pytest.approx(5.0)
+    assert all(m["ha_selected_loss"] >= m["ha_mean_loss"] for m in rows)
+
+
+def test_overrides_and_config_errors(tmp_path):
+    r = launch(tmp_path / "a", "--config.batch_size=0")
+    assert r.returncode == 2 and "batch_size=0 must be positive" in r.stderr
+    r = launch(tmp_path / "b", "--config.no_such_key=1")
+    assert r.returncode != 0 and "no_such_key" in r.stderr
+    r = launch(tmp_path / "c", "--config.dataset=folder:/nonexistent/images")
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    assert "--config.dataset=synthetic" in r.stderr
+    assert len([l for l in r.stderr.splitlines() if l.startswith("error:")]) == 1
+
+
+def test_batch_not_divisible_by_devices(tmp_path):
+    r = launch(tmp_path / "d", "--config.batch_size=12",
+               env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert r.returncode == 2
+    assert "batch_size=12 is not divisible by the 8 devices" in r.stderr
