@@ -29,7 +29,8 @@ def main(argv):
     config = _CONFIG.value
     workdir = _WORKDIR.value
     if workdir is None:
-        name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
+        name = os.path.basename(flags.FLAGS["config"].config_filename)
+        name = name.replace(".py", "").replace(":", "-").replace("+", "_")
         workdir = os.path.join("runs", f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     print(f"workdir: {workdir}", flush=True)
     try:
@@ -39,7 +40,6 @@ def main(argv):
         else:
             train.run(config, workdir)
     except (config_schema.ConfigError, ValueError, FileNotFoundError) as e:
-        logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

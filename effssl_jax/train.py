@@ -10,7 +10,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from effssl_jax import (augment, checkpoint, config_schema, evaluate, methods, optim, plan as
-                        plan_lib, run_log)
+                        plan_lib, progressive, run_log)
 from effssl_jax.data import pipeline
 from effssl_jax.models import resnet
 from effssl_jax.train_step import CompiledSteps, StepSpec, create_state, data_mesh, flops_of, \
@@ -163,6 +163,7 @@ def run(config, workdir: str, stop=None) -> dict:
             meta["flops_by_resolution"][key] = meta["flops_by_resolution"].get(key, 0.0) + \
                 steps.flops[spec]
             meta["steps_by_resolution"][key] = meta["steps_by_resolution"].get(key, 0) + 1
+            meta["selection_flops"] = meta.get("selection_flops", 0.0) + steps.selection_flops[spec]
             done = step + 1
             pending.add({"step": done, "epoch": done / plan.steps_per_epoch,
                          "resolution": stage.resolution, "magnitude": magnitude}, metrics,
@@ -202,6 +203,16 @@ def run(config, workdir: str, stop=None) -> dict:
     return summary
 
 
+def _eq11_overhead(config, plan, steps_by_resolution: dict) -> float:
+    """Eq. 11's 1 - M_ha averaged over the steps run (0 without Hard Augment)."""
+    if not plan.hard_augment or not steps_by_resolution:
+        return 0.0
+    total = sum(steps_by_resolution.values())
+    return sum(n * (1 - progressive.hard_augment_speed_factor(
+        int(r), plan.selection_resolution(int(r)), plan.num_views))
+        for r, n in steps_by_resolution.items()) / total
+
+
 def make_summary(config, plan, meta, steps, eval_flops, knn, step) -> dict:
     train_flops = sum(meta["flops_by_resolution"].values())
     summary = {
@@ -214,6 +225,9 @@ def make_summary(config, plan, meta, steps, eval_flops, knn, step) -> dict:
                               - meta["checkpoint_s"], 2),
         "compile_s": round(meta["compile_s"], 2), "eval_s": round(meta["eval_s"], 2),
         "total_pflops": train_flops / 1e15, "eval_pflops": eval_flops / 1e15,
+        "selection_pflops": meta.get("selection_flops", 0.0) / 1e15,
+        "selection_overhead": meta.get("selection_flops", 0.0) / max(train_flops, 1e-9),
+        "selection_overhead_eq11": _eq11_overhead(config, plan, meta["steps_by_resolution"]),
         "pflops_by_resolution": {k: v / 1e15 for k, v in meta["flops_by_resolution"].items()},
         "steps_by_resolution": meta["steps_by_resolution"],
         "gflops_per_step": {str(s.resolution): f / 1e9 for s, f in steps.flops.items()},

@@ -153,23 +153,39 @@ class CompiledSteps:
         self._batch = NamedSharding(mesh, P("data"))
         self.compiled: dict[StepSpec, Any] = {}
         self.flops: dict[StepSpec, float] = {}
+        self.selection_flops: dict[StepSpec, float] = {}
+
+    def _lower(self, spec: StepSpec):
+        fn = jax.jit(self._make_fn(spec), in_shardings=(self._replicated, self._batch, None),
+                     out_shardings=(self._replicated, self._replicated), donate_argnums=(0,))
+        global_batch = spec.local_batch * jax.process_count()
+        images = jax.ShapeDtypeStruct((global_batch, spec.host_size, spec.host_size, 3),
+                                      jnp.uint8, sharding=self._batch)
+        return fn.lower(self._state_shapes, images, jax.ShapeDtypeStruct((), jnp.float32))
 
     def get(self, spec: StepSpec):
         if spec not in self.compiled:
-            fn = jax.jit(self._make_fn(spec), in_shardings=(self._replicated, self._batch, None),
-                         out_shardings=(self._replicated, self._replicated), donate_argnums=(0,))
-            global_batch = spec.local_batch * jax.process_count()
-            images = jax.ShapeDtypeStruct((global_batch, spec.host_size, spec.host_size, 3),
-                                          jnp.uint8, sharding=self._batch)
-            magnitude = jax.ShapeDtypeStruct((), jnp.float32)
-            compiled = fn.lower(self._state_shapes, images, magnitude).compile()
+            lowered = self._lower(spec)
+            compiled = lowered.compile()
             self.compiled[spec] = compiled
             self.flops[spec] = flops_of(compiled)
+            self.selection_flops[spec] = 0.0
+            if spec.num_views > 2:
+                # Hard Augment's share, from the cost of the same step without selection
+                # (lowered only, not compiled: the ratio of the two HLO cost estimates).
+                plain = _lowered_flops(self._lower(dataclasses.replace(spec, num_views=2)))
+                with_selection = _lowered_flops(lowered)
+                self.selection_flops[spec] = self.flops[spec] * (1 - plain / with_selection)
         return self.compiled[spec]
 
     @property
     def compile_count(self) -> int:
         return len(self.compiled)
+
+
+def _lowered_flops(lowered) -> float:
+    analysis = lowered.cost_analysis()
+    return float((analysis or {}).get("flops", 0.0))
 
 
 def flops_of(compiled) -> float:

@@ -1,0 +1,21 @@
+"""The paper's Table 3 rows as one config: --config configs/ablation.py:ROW with ROW one of
+  ca, f1clr, ca+ha, f1clr+sp, f1clr+ha, f1clr+sp+ha
+CA rows use the baseline recipe (cosine annealing, 800 epochs); F1-CLR rows the efficient one
+(480 epochs, t_w 80); +sp adds Super Progressive Learning, +ha Hard Augment."""
+from configs import simsiam_baseline
+from configs import simsiam_f1clr
+
+ROWS = ("ca", "f1clr", "ca+ha", "f1clr+sp", "f1clr+ha", "f1clr+sp+ha")
+
+
+def get_config(arg="f1clr+sp+ha"):
+    row = (arg or "f1clr+sp+ha").lower()
+    if row not in ROWS:
+        raise ValueError(f"unknown ablation row {row!r}; valid: {', '.join(ROWS)}")
+    parts = row.split("+")
+    c = (simsiam_f1clr if parts[0] == "f1clr" else simsiam_baseline).get_config()
+    c.name = f"ablation_{row.replace('+', '_')}"
+    if "sp" not in parts:
+        c.progressive.schedule = "fixed"
+    c.hard_augment.enabled = "ha" in parts
+    return c
