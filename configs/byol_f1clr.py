@@ -1,0 +1,15 @@
+"""BYOL (Grill et al. 2020): predictor + EMA target, tau 0.99 -> 1 (solo-learn ImageNet-100); asymmetric blur/solarize views.
+
+Optimiser, schedule, resolution and Hard Augment settings as configs/simsiam_f1clr.py: the paper
+uses the same optimiser and augmentation hyper-parameters for every method (Sec. 4.2); the
+method's own hyper-parameters are in config_schema.py (c.byol) with their sources in
+effssl_jax/methods/byol.py.
+"""
+from configs import simsiam_f1clr
+
+
+def get_config(arg=None):
+    c = simsiam_f1clr.get_config()
+    c.name = "byol_f1clr"
+    c.method = "byol"
+    return c

@@ -1,0 +1,15 @@
+"""MoCo v2+ (solo-learn): symmetric InfoNCE against a 4096-key queue per view (sized to Imagenette's 9.5k images), temperature 0.2, momentum encoder tau 0.99 -> 0.999.
+
+Optimiser, schedule, resolution and Hard Augment settings as configs/simsiam_f1clr.py: the paper
+uses the same optimiser and augmentation hyper-parameters for every method (Sec. 4.2); the
+method's own hyper-parameters are in config_schema.py (c.mocov2plus) with their sources in
+effssl_jax/methods/mocov2plus.py.
+"""
+from configs import simsiam_f1clr
+
+
+def get_config(arg=None):
+    c = simsiam_f1clr.get_config()
+    c.name = "mocov2plus_f1clr"
+    c.method = "mocov2plus"
+    return c

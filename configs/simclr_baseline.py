@@ -1,0 +1,15 @@
+"""SimCLR (Chen et al. 2020): NT-Xent over the global batch, temperature 0.2 (solo-learn ImageNet-100).
+
+Optimiser, schedule, resolution and Hard Augment settings as configs/simsiam_baseline.py: the paper
+uses the same optimiser and augmentation hyper-parameters for every method (Sec. 4.2); the
+method's own hyper-parameters are in config_schema.py (c.simclr) with their sources in
+effssl_jax/methods/simclr.py.
+"""
+from configs import simsiam_baseline
+
+
+def get_config(arg=None):
+    c = simsiam_baseline.get_config()
+    c.name = "simclr_baseline"
+    c.method = "simclr"
+    return c
