@@ -1,0 +1,45 @@
+"""Predicted cost of recipes before training: eq. 9's M of the resolution plan next to the FLOP
+speed-up from each bucket's train step (XLA cost analysis, steps x FLOPs per step).
+
+  python benchmarks/predicted_speedup.py configs/simsiam_baseline.py configs/simsiam_f1clr.py \
+      configs/ablation.py:f1clr+sp [--num_examples 9469]
+The first config is the baseline.
+"""
+import argparse
+import sys
+import os
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from effssl_jax import costs  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("configs", nargs="+")
+    parser.add_argument("--num_examples", type=int, default=9469, help="Imagenette train: 9469")
+    parser.add_argument("--override", action="append", default=[],
+                        help="key=value applied to every config, e.g. model.arch=resnet18")
+    args = parser.parse_args()
+    rows, base = [], None
+    for path in args.configs:
+        config = costs.load_config(path)
+        for item in args.override:
+            key, value = item.split("=", 1)
+            node = config
+            *parents, leaf = key.split(".")
+            for p in parents:
+                node = node[p]
+            node[leaf] = type(node[leaf])(eval(value) if not isinstance(node[leaf], str) else value)
+        result = costs.plan_flops(config, args.num_examples)
+        base = base or result
+        rows.append((path, result))
+    print(f"{'config':34s} {'epochs':>6s} {'PFLOPs':>9s} {'FLOP speed-up':>13s} {'eq.9 M':>7s}  GFLOP/step by resolution")
+    for path, r in rows:
+        per = ", ".join(f"{k}px {v:.0f}" for k, v in r["gflops_per_step"].items())
+        print(f"{path:34s} {r['plan'].total_steps / r['plan'].steps_per_epoch:6.0f} "
+              f"{r['total_pflops']:9.1f} {base['total_pflops'] / r['total_pflops']:12.2f}x "
+              f"{r['plan'].predicted_speedup:6.2f}x  {per}")
+
+
+if __name__ == "__main__":
+    main()
