@@ -89,8 +89,8 @@ class PendingMetrics:
         t0 = time.perf_counter()
         try:
             yield
-        finally:
-            self._paused_s += time.perf_counter() - t0
+        finally:  # only the part after the last fetch counts against the next rate
+            self._paused_s += time.perf_counter() - max(t0, self._since)
 
     def fetch(self) -> list[dict]:
         if not self._items:

@@ -1,12 +1,17 @@
 """ResNet backbones: shapes, parameter counts, init, and torchvision parity."""
 
+from functools import partial
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from effssl_jax.models import resnet
 from effssl_jax.models.convert import from_torchvision, to_torchvision
-from effssl_jax.models.resnet import BACKBONES, feature_dim, get_backbone, resnet18
+from effssl_jax.models.resnet import (BACKBONES, CONV_IMPLS, feature_dim, get_backbone,
+                                      resnet18)
 
 TORCHVISION_PARAMS = {'resnet18': 11_689_512, 'resnet50': 25_557_032}
 
@@ -57,11 +62,11 @@ def _images(shape=(2, 64, 64, 3), seed=1):
     return np.random.RandomState(seed).normal(size=shape).astype(np.float32)
 
 
-def _assert_close(actual, expected, rtol=1e-4):
+def _assert_close(actual, expected, rtol=1e-4, what=''):
     actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape
+    assert actual.shape == expected.shape, what
     err = np.abs(actual - expected).max() / np.abs(expected).max()
-    assert err < rtol, f'max abs error {err:.2e} relative to output scale'
+    assert err < rtol, f'{what} max abs error {err:.2e} relative to output scale'
 
 
 @pytest.fixture(scope='module')
@@ -131,6 +136,93 @@ def test_bfloat16_compute_float32_params_and_output():
                               capture_intermediates=True, mutable=['intermediates']), variables)
     assert state['intermediates']['layer2_0']['__call__'][0].dtype == jnp.bfloat16
     assert out.dtype == jnp.float32 and out.shape == (2, 10)
+
+
+# --- conv_impl: im2col matmul == XLA conv ----------------------------------------------
+
+def _conv_and_grads(impl, x, kernel, strides, padding, ct):
+    conv = nn.Conv(kernel.shape[-1], kernel.shape[:2], strides, padding, use_bias=False,
+                   conv_general_dilated=partial(resnet.conv_general_dilated, impl=impl))
+    f = lambda x, k: conv.apply({'params': {'kernel': k}}, x)
+    y, vjp = jax.vjp(f, x, kernel)
+    return (y, *vjp(ct))
+
+
+@pytest.mark.parametrize('k, stride, side', [
+    (1, 1, 6), (1, 2, 7), (1, 2, 8),      # downsample convs, odd/even maps
+    (3, 1, 5), (3, 1, 8), (3, 2, 7), (3, 2, 8),
+    (3, 1, 2), (3, 1, 1), (3, 2, 3),      # maps smaller than the kernel
+    (7, 2, 9), (7, 2, 12),                # stem
+])
+def test_conv_matmul_matches_xla_conv(k, stride, side):
+    rng = np.random.RandomState(k * 100 + stride * 10 + side)
+    x = rng.normal(size=(3, side, side, 5)).astype(np.float32)
+    kernel = rng.normal(size=(k, k, 5, 6)).astype(np.float32)
+    padding = resnet.torch_pad(k) if k > 1 else 'SAME'  # as ResNet calls nn.Conv
+    out_side = (side + 2 * (k // 2) - k) // stride + 1
+    ct = rng.normal(size=(3, out_side, out_side, 6)).astype(np.float32)
+    expected = _conv_and_grads('xla', x, kernel, (stride, stride), padding, ct)
+    actual = _conv_and_grads('matmul', x, kernel, (stride, stride), padding, ct)
+    for name, a, e in zip(('output', 'd input', 'd kernel'), actual, expected):
+        assert a.shape == e.shape, name
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5 * np.abs(e).max(), err_msg=name)
+
+
+def test_max_pool_matmul_matches_nn_max_pool_with_ties():
+    rng = np.random.RandomState(0)
+    # After a ReLU many windows tie at 0: the gradient must go to the same (first) element.
+    x = np.maximum(rng.normal(size=(2, 9, 8, 4)), 0).astype(np.float32)
+    x[0, :3, :3] = 1.0  # a window of equal non-zero values, too
+    ct = rng.normal(size=(2, 5, 4, 4)).astype(np.float32)
+    results = {}
+    for impl in ('xla', 'matmul'):
+        pool = lambda x: resnet.max_pool(x, (3, 3), (2, 2), resnet.torch_pad(3), impl)
+        y, vjp = jax.vjp(pool, x)
+        results[impl] = (y, vjp(ct)[0])
+    np.testing.assert_array_equal(results['matmul'][0], results['xla'][0])
+    np.testing.assert_array_equal(results['matmul'][1], results['xla'][1])
+
+
+def test_conv_impl_auto_and_validation(monkeypatch):
+    # On CPU, 'auto' takes the matmul on 2x2 maps, stride 2 and 1x1, XLA for 3x3 on big maps.
+    assert resnet._cpu_prefers_matmul((8, 2, 2, 64), (3, 3, 64, 64), (1, 1))
+    assert resnet._cpu_prefers_matmul((8, 8, 8, 64), (3, 3, 64, 128), (2, 2))
+    assert resnet._cpu_prefers_matmul((8, 8, 8, 64), (1, 1, 64, 128), (2, 2))
+    assert not resnet._cpu_prefers_matmul((8, 16, 16, 64), (3, 3, 64, 64), (1, 1))
+    assert not resnet._cpu_prefers_matmul((8, 64, 64, 3), (7, 7, 3, 64), (2, 2))  # stem
+    assert resnet._use_matmul('auto', True) == (jax.default_backend() == 'cpu')
+    monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+    assert not resnet._use_matmul('auto', True)
+    assert resnet._use_matmul('matmul', False) and not resnet._use_matmul('xla', True)
+    with pytest.raises(ValueError, match='conv_impl'):
+        resnet._use_matmul('cudnn', True)
+
+
+def test_resnet18_matmul_equals_xla_outputs_stats_and_grads():
+    # 40 px, ImageNet stem: maps 20 -> 10 -> 5 -> 3 -> 2, i.e. odd sizes, max-pool,
+    # and the small maps where XLA:CPU's own conv is slowest.
+    x = _images((2, 40, 40, 3), seed=3)
+    models = {impl: resnet18(width=8, num_classes=10, conv_impl=impl) for impl in CONV_IMPLS}
+    variables = _perturb_bn(_init(models['xla'], x.shape))
+    for impl, model in models.items():  # same parameter tree whatever the impl
+        assert jax.tree.structure(_shapes(model, x.shape)) == jax.tree.structure(variables)
+
+    def loss_and_grads(model):
+        def loss(params):
+            out, upd = model.apply({**variables, 'params': params}, x, train=True,
+                                   mutable=['batch_stats'])
+            return jnp.sum(out * np.arange(10)), (out, upd)
+        return jax.jit(jax.grad(loss, has_aux=True))(variables['params'])
+
+    expected_grads, (expected_out, expected_stats) = loss_and_grads(models['xla'])
+    for impl in ('matmul', 'auto'):
+        grads, (out, stats) = loss_and_grads(models[impl])
+        _assert_close(out, expected_out, rtol=1e-5)
+        for a, e in zip(jax.tree.leaves(stats), jax.tree.leaves(expected_stats)):
+            _assert_close(a, e, rtol=1e-5)
+        for (path, a), e in zip(jax.tree_util.tree_leaves_with_path(grads),
+                                jax.tree.leaves(expected_grads)):
+            _assert_close(a, e, rtol=1e-4, what=f'{impl} grad {jax.tree_util.keystr(path)}')
 
 
 # --- initialisation ------------------------------------------------------------------
