@@ -82,10 +82,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.hard_augment.enabled = False
     c.hard_augment.num_views = 6
     c.hard_augment.r_sel = 64
-    c.hard_augment.extra_targets = False
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.every_epochs = 10
+    c.eval.every_epochs = 10.0
     c.eval.knn_k = 200
     c.eval.knn_temperature = 0.1
     c.eval.resolution = 0  # 0: r_max

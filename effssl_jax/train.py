@@ -68,6 +68,8 @@ class Evaluator:
 
 
 def _eval_due(config, plan, step: int) -> bool:
+    if config.eval.every_epochs > config.epochs:  # evaluation off (e.g. the LR range test)
+        return False
     every = max(round(config.eval.every_epochs * plan.steps_per_epoch), 1)
     return step % every == 0 or step == plan.total_steps
 
