@@ -10,7 +10,7 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--config", "configs/quickstart.py", "--config.model.width=8",
+TINY = ["--config", "configs/quickstart.py", "--config.method=simsiam", "--config.model.width=8",
         "--config.synthetic_train_size=256", "--config.synthetic_test_size=64",
         "--config.batch_size=32", "--config.progressive.r_max=16", "--config.progress_bar=False",
         "--config.simsiam.proj_dim=32", "--config.simsiam.pred_hidden=16"]
