@@ -82,6 +82,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.hard_augment.enabled = False
     c.hard_augment.num_views = 6
     c.hard_augment.r_sel = 64
+    c.hard_augment.extra_targets = False  # Table 9 variant: unselected views as extra targets
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every_epochs = 10.0

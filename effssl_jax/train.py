@@ -155,7 +155,8 @@ def run(config, workdir: str, stop=None) -> dict:
         for step, local_images in prefetch:
             stage = plan.stage(step)
             spec = StepSpec(stage.resolution, plan.num_views,
-                            plan.selection_resolution(stage.resolution), image_size, local_batch)
+                            plan.selection_resolution(stage.resolution), image_size, local_batch,
+                            config.hard_augment.extra_targets)
             with pending.paused(), clock.excluded("compile_s"):
                 compiled = steps.get(spec)
             images = jax.make_array_from_process_local_data(batch_sharding, local_images)

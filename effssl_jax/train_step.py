@@ -50,6 +50,7 @@ class StepSpec:
     r_sel: int
     host_size: int
     local_batch: int
+    extra_targets: bool = False  # Table 9: unselected low-res views as extra targets
 
 
 def _apply(net, params, batch_stats, x):
@@ -96,15 +97,31 @@ def make_step_fn(method, tx, spec: StepSpec, dtype,
         a, b = hard_augment.hardest_pairs(losses, n)
         pair = jnp.stack([hard_augment.gather_views(views, a), hard_augment.gather_views(views, b)])
         stats = {"ha_selected_loss": jnp.max(losses, 0).mean(), "ha_mean_loss": losses.mean()}
-        return pair, stats
+        unselected = (jnp.arange(n)[:, None] != a) & (jnp.arange(n)[:, None] != b)  # [n, B]
+        extra = jax.lax.stop_gradient((online, target, unselected))
+        return pair, stats, extra
+
+    def extra_target_loss(out_a, out_b, ta, tb, extra, state, step):
+        """Mean over the unselected selection-pass views k of the pair losses of each trained view
+        with k; k's outputs are constants, so they act only as targets."""
+        online, target, unselected = extra
+
+        def against(k):
+            ok = jax.tree.map(lambda x: x[k], online)
+            tk = None if target is None else jax.tree.map(lambda x: x[k], target)
+            return 0.5 * (method.pair_loss(out_a, ok, ta, tk, state.method_state, step)
+                          + method.pair_loss(out_b, ok, tb, tk, state.method_state, step))
+
+        losses = jax.vmap(against)(jnp.arange(n))  # [n, B]
+        return (losses * unselected).sum(0) / jnp.maximum(unselected.sum(0), 1)
 
     def step_fn(state: TrainState, images, magnitude):
         step = state.step
         rng = jax.random.fold_in(state.rng, step)
         views = make_views(rng, images, magnitude)
-        metrics = {}
+        metrics, extra = {}, None
         if n > 2:
-            views, metrics = select(state, views, step)
+            views, metrics, extra = select(state, views, step)
         target_out, target_stats = targets(state, views)
         ta = tb = None
         if target_out is not None:
@@ -114,6 +131,8 @@ def make_step_fn(method, tx, spec: StepSpec, dtype,
             out_a, stats = _apply(net, params, state.batch_stats, views[0])
             out_b, stats = _apply(net, params, stats, views[1])
             per_sample = method.pair_loss(out_a, out_b, ta, tb, state.method_state, step)
+            if spec.extra_targets and extra is not None:
+                per_sample = per_sample + extra_target_loss(out_a, out_b, ta, tb, extra, state, step)
             return per_sample.mean(), (stats, out_a, out_b)
 
         (loss, (batch_stats, out_a, out_b)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

@@ -89,3 +89,18 @@ def test_momentum_schedule_drives_sgd_like_pytorch():
         buf = moms[t] * buf + g
         expected -= lrs[t] * buf
         assert float(p["w"]["kernel"][0]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_hard_augment_extra_targets_add_to_the_loss():
+    config = tiny_config()
+    losses = []
+    for extra in (False, True):
+        state, step, mesh, _ = compiled_step(config, jax.devices()[:1], num_views=3,
+                                             extra_targets=extra)
+        _, metrics = step(state, put_batch(tiny_images(), mesh), np.float32(5.0))
+        losses.append(jax.device_get(metrics))
+    plain, extra = losses
+    # Same selection (same key, same params); the extra targets change only the trained loss.
+    assert plain["ha_selected_loss"] == pytest.approx(extra["ha_selected_loss"], rel=1e-6)
+    assert np.isfinite(extra["loss"]) and extra["loss"] != pytest.approx(plain["loss"], abs=1e-4)
+    assert plain["ha_selected_loss"] >= plain["ha_mean_loss"]

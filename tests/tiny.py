@@ -27,7 +27,8 @@ def tiny_images(n=16, size=16, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
-def compiled_step(config, devices, resolution=16, num_views=2, r_sel=8, dtype=jnp.float32):
+def compiled_step(config, devices, resolution=16, num_views=2, r_sel=8, dtype=jnp.float32,
+                  extra_targets=False):
     """(state, compiled step, mesh) for `config` over `devices`."""
     method = tiny_method(config, dtype)
     plan = plan_lib.make_plan(config, 64)
@@ -38,7 +39,7 @@ def compiled_step(config, devices, resolution=16, num_views=2, r_sel=8, dtype=jn
         jax.random.key(0))
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), state)
     steps = CompiledSteps(lambda s: make_step_fn(method, tx, s, dtype), mesh, abstract)
-    spec = StepSpec(resolution, num_views, r_sel, 16, config.batch_size)
+    spec = StepSpec(resolution, num_views, r_sel, 16, config.batch_size, extra_targets)
     return state, steps.get(spec), mesh, method
 
 
