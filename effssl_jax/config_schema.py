@@ -38,6 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.arch = "resnet50"
     c.model.width = 64
     c.model.cifar_stem = False
+    c.model.conv_impl = "auto"  # 'auto' | 'xla' | 'matmul' (im2col on CPU where XLA is slow)
     c.dtype = "auto"  # 'auto': bfloat16 on GPU/TPU, float32 on CPU
 
     # Method hyper-parameters; each method reads its own sub-dict.

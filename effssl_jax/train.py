@@ -25,7 +25,8 @@ def compute_dtype(name: str):
 
 def build_method(config, dtype, steps_per_epoch: int, total_steps: int):
     m = config.model
-    backbone = resnet.get_backbone(m.arch, width=m.width, cifar_stem=m.cifar_stem, dtype=dtype)
+    backbone = resnet.get_backbone(m.arch, width=m.width, cifar_stem=m.cifar_stem, dtype=dtype,
+                                   conv_impl=m.conv_impl)
     view = augment.ViewConfig(crop_scale=tuple(config.augment.crop_scale),
                               blur_prob=config.augment.blur_prob)
     return methods.get_method(config, methods.MethodContext(
