@@ -175,12 +175,16 @@ def test_max_pool_matmul_matches_nn_max_pool_with_ties():
     x = np.maximum(rng.normal(size=(2, 9, 8, 4)), 0).astype(np.float32)
     x[0, :3, :3] = 1.0  # a window of equal non-zero values, too
     ct = rng.normal(size=(2, 5, 4, 4)).astype(np.float32)
-    results = {}
-    for impl in ('xla', 'matmul'):
+
+    def pool_and_grad(impl, x, ct):
         pool = lambda x: resnet.max_pool(x, (3, 3), (2, 2), resnet.torch_pad(3), impl)
-        results[impl] = jax.jit(lambda x, ct: (lambda y, vjp: (y, vjp(ct)[0]))(*jax.vjp(pool, x)))(x, ct)
-    np.testing.assert_array_equal(results['matmul'][0], results['xla'][0])
-    np.testing.assert_array_equal(results['matmul'][1], results['xla'][1])
+        y, vjp = jax.vjp(pool, x)
+        return y, vjp(ct)[0]
+
+    expected = jax.jit(partial(pool_and_grad, 'xla'))(x, ct)
+    actual = jax.jit(partial(pool_and_grad, 'matmul'))(x, ct)
+    np.testing.assert_array_equal(actual[0], expected[0])
+    np.testing.assert_array_equal(actual[1], expected[1])
 
 
 def test_conv_impl_auto_and_validation(monkeypatch):
