@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
+
 from effssl_jax.augment import ViewConfig
 from effssl_jax.methods.base import MethodContext, negative_cosine, no_state_update
 from effssl_jax.models.heads import MLP, SSLNet
