@@ -43,5 +43,11 @@ def negative_cosine(p, z):
     return -jnp.sum(l2_normalize(p) * l2_normalize(jax.lax.stop_gradient(z)), axis=-1)
 
 
-def no_state_update(state, *unused):
-    return state
+class Stateless:
+    """For methods without state (no queue, no centre)."""
+
+    def init_state(self):
+        return {}
+
+    def update_state(self, state, *unused):
+        return state

@@ -15,7 +15,7 @@ import flax.linen as nn
 
 from effssl_jax import schedules
 from effssl_jax.augment import ViewConfig
-from effssl_jax.methods.base import MethodContext, negative_cosine, no_state_update
+from effssl_jax.methods.base import MethodContext, negative_cosine, Stateless
 from effssl_jax.models.heads import MLP, SSLNet
 
 
@@ -33,14 +33,12 @@ def normalized_mse(p, z):
 
 
 @dataclasses.dataclass(frozen=True)
-class BYOL:
+class BYOL(Stateless):
     net: nn.Module
     target_net: nn.Module
     ema_schedule: Callable
     view_configs: tuple[ViewConfig, ViewConfig]
 
-    def init_state(self):
-        return {}
 
     def pair_loss(self, online_a, online_b, target_a, target_b, state, step):
         """Per-sample L + L~ (the paper's symmetrised loss; solo-learn sums both directions)."""
@@ -48,7 +46,6 @@ class BYOL:
         return (normalized_mse(online_a["pred"], target_b["proj"])
                 + normalized_mse(online_b["pred"], target_a["proj"]))
 
-    update_state = staticmethod(no_state_update)
 
 
 def make(cfg, ctx: MethodContext) -> BYOL:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from effssl_jax.augment import ViewConfig
-from effssl_jax.methods.base import MethodContext, l2_normalize, no_state_update
+from effssl_jax.methods.base import MethodContext, l2_normalize, Stateless
 from effssl_jax.models.heads import MLP, SSLNet
 
 
@@ -36,21 +36,18 @@ def nt_xent(z_a, z_b, temperature):
 
 
 @dataclasses.dataclass(frozen=True)
-class SimCLR:
+class SimCLR(Stateless):
     net: nn.Module
     view_configs: tuple[ViewConfig, ViewConfig]
     temperature: float
     target_net: None = None
     ema_schedule: None = None
 
-    def init_state(self):
-        return {}
 
     def pair_loss(self, online_a, online_b, target_a, target_b, state, step):
         del target_a, target_b, state, step
         return nt_xent(online_a["proj"], online_b["proj"], self.temperature)
 
-    update_state = staticmethod(no_state_update)
 
 
 def make(cfg, ctx: MethodContext) -> SimCLR:

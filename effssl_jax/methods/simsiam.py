@@ -6,26 +6,23 @@ import dataclasses
 import flax.linen as nn
 
 from effssl_jax.augment import ViewConfig
-from effssl_jax.methods.base import MethodContext, negative_cosine, no_state_update
+from effssl_jax.methods.base import MethodContext, negative_cosine, Stateless
 from effssl_jax.models.heads import MLP, SSLNet
 
 
 @dataclasses.dataclass(frozen=True)
-class SimSiam:
+class SimSiam(Stateless):
     net: nn.Module
     view_configs: tuple[ViewConfig, ViewConfig]
     target_net: None = None
     ema_schedule: None = None
 
-    def init_state(self):
-        return {}
 
     def pair_loss(self, online_a, online_b, target_a, target_b, state, step):
         del target_a, target_b, state, step
         return 0.5 * (negative_cosine(online_a["pred"], online_b["proj"])
                       + negative_cosine(online_b["pred"], online_a["proj"]))
 
-    update_state = staticmethod(no_state_update)
 
 
 def make(cfg, ctx: MethodContext) -> SimSiam:
