@@ -28,6 +28,9 @@ a window-reversed conv that its library kernels (YNNPACK/Eigen) do not take, so 
 runs as a naive loop: 20-50x slower than the matmul (ResNet-18 at 64 px spends
 85% of its step there). Strided and 1x1 convs are also somewhat faster as
 matmuls, and the masks beat ``select_and_scatter`` (max-pool's gradient).
+The big-map convs that stay on XLA run ~1.5x faster (wall) on Eigen than on
+YNNPACK: ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``
+(jaxlib 0.10; see ``benchmarks/conv_cpu.py --xla-flags``).
 """
 
 from functools import partial, reduce
