@@ -1,6 +1,7 @@
 """The training loop: config -> plan -> data -> compiled steps -> metrics, checkpoints, summary."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -68,6 +69,39 @@ class Evaluator:
                                      num_classes=self.train_ds.num_classes)
 
 
+def load_config(workdir: str):
+    """A run's resolved config (WORKDIR/config.json) over today's defaults."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found; --workdir must name a run's directory")
+    config = config_schema.default_config()
+    with open(path) as f:
+        config.update(json.load(f))
+    return config
+
+
+def sizes(config) -> tuple[int, int]:
+    """(evaluation resolution, host decode size) of a config."""
+    p = config.progressive
+    eval_res = config.eval.resolution or p.r_max
+    return eval_res, config.image_size or max(p.r_max, eval_res)
+
+
+def build_state(config, mesh, dtype, num_train: int):
+    """The plan, method, optimizer, jitted state initialiser and abstract (replicated) state;
+    shared by train.run and the offline tools (evaluate, export) that restore checkpoints.
+    The state's shapes do not depend on num_train, which only sets the plan's schedules."""
+    plan = plan_lib.make_plan(config, num_train)
+    method = build_method(config, dtype, plan.steps_per_epoch, plan.total_steps)
+    tx = optim.sgd(plan.lr, plan.momentum, config.optim.weight_decay,
+                   config.optim.decay_bn_and_bias)
+    replicated = NamedSharding(mesh, P())
+    init = jax.jit(lambda rng: create_state(method, tx, rng, config.progressive.r_max),
+                   out_shardings=replicated)
+    abstract = jax.eval_shape(init, jax.random.key(config.seed))
+    return plan, method, tx, init, checkpoint.abstract_like(abstract, replicated)
+
+
 def _eval_due(config, plan, step: int) -> bool:
     if config.eval.every_epochs > config.epochs:  # evaluation off (e.g. the LR range test)
         return False
@@ -83,27 +117,17 @@ def run(config, workdir: str, stop=None) -> dict:
     os.makedirs(workdir, exist_ok=True)
     enable_compilation_cache(workdir)
     dtype = compute_dtype(config.dtype)
-    p = config.progressive
-    eval_res = config.eval.resolution or p.r_max
-    image_size = config.image_size or max(p.r_max, eval_res)
+    eval_res, image_size = sizes(config)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
 
     train_ds = pipeline.load_split(config, "train", image_size)
     eval_ds = pipeline.load_split(config, "eval", image_size)
-    plan = plan_lib.make_plan(config, len(train_ds))
+    plan, method, tx, init, abstract = build_state(config, mesh, dtype, len(train_ds))
     logging.info("plan:\n%s", plan.describe())
     if jax.process_index() == 0:
         print(plan.describe(), flush=True)
-
-    method = build_method(config, dtype, plan.steps_per_epoch, plan.total_steps)
-    tx = optim.sgd(plan.lr, plan.momentum, config.optim.weight_decay,
-                   config.optim.decay_bn_and_bias)
-    replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
-    init = jax.jit(lambda rng: create_state(method, tx, rng, p.r_max), out_shardings=replicated)
-    abstract = jax.eval_shape(init, jax.random.key(config.seed))
-    abstract = checkpoint.abstract_like(abstract, replicated)
 
     ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
     meta = {"flops_by_resolution": {}, "steps_by_resolution": {}, "knn_top1_init": None}
@@ -122,7 +146,7 @@ def run(config, workdir: str, stop=None) -> dict:
     if start == 0 and config.eval.at_init:
         knn = meta["knn_top1_init"] = evaluator.knn_top1(state)
         eval_flops += evaluator.flops_per_batch * evaluator.batches
-        log.write({"step": 0, "epoch": 0.0, "knn_top1": knn})
+        log.write({"step": 0, "epoch": 0.0, "knn_top1": knn, "pflops": 0.0, "train_time_s": 0.0})
         print(f"kNN top-1 at initialisation: {100 * knn:.2f}%", flush=True)
 
     steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract)
@@ -182,7 +206,10 @@ def run(config, workdir: str, stop=None) -> dict:
                         break
                     knn = evaluator.knn_top1(state)
                 eval_flops += evaluator.flops_per_batch * evaluator.batches
-                log.write({"step": done, "epoch": done / plan.steps_per_epoch, "knn_top1": knn})
+                clock.update()
+                log.write({"step": done, "epoch": done / plan.steps_per_epoch, "knn_top1": knn,
+                           "pflops": sum(meta["flops_by_resolution"].values()) / 1e15,
+                           "train_time_s": _train_time(meta), "wall_clock_s": meta["wall_clock_s"]})
                 bar.write(f"epoch {done / plan.steps_per_epoch:g}: kNN top-1 {100 * knn:.2f}%")
             if done % config.checkpoint_every_steps == 0 or done == plan.total_steps:
                 with pending.paused(), clock.excluded("checkpoint_s"):
@@ -217,6 +244,11 @@ def _eq11_overhead(config, plan, steps_by_resolution: dict) -> float:
         for r, n in steps_by_resolution.items()) / total
 
 
+def _train_time(meta) -> float:
+    """Wall-clock seconds so far less compile, eval and checkpoint time."""
+    return meta["wall_clock_s"] - meta["compile_s"] - meta["eval_s"] - meta["checkpoint_s"]
+
+
 def make_summary(config, plan, meta, steps, eval_flops, knn, step) -> dict:
     train_flops = sum(meta["flops_by_resolution"].values())
     summary = {
@@ -225,8 +257,7 @@ def make_summary(config, plan, meta, steps, eval_flops, knn, step) -> dict:
         "hard_augment": bool(config.hard_augment.enabled), "steps": step,
         "epochs": step / plan.steps_per_epoch, "knn_top1_init": meta["knn_top1_init"],
         "knn_top1": knn, "wall_clock_s": round(meta["wall_clock_s"], 2),
-        "train_time_s": round(meta["wall_clock_s"] - meta["compile_s"] - meta["eval_s"]
-                              - meta["checkpoint_s"], 2),
+        "train_time_s": round(_train_time(meta), 2),
         "compile_s": round(meta["compile_s"], 2), "eval_s": round(meta["eval_s"], 2),
         "total_pflops": train_flops / 1e15, "eval_pflops": eval_flops / 1e15,
         "selection_pflops": meta.get("selection_flops", 0.0) / 1e15,
