@@ -19,6 +19,8 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
     del argv
+    from effssl_jax import cpu_flags
+    cpu_flags.set_default_xla_flags()  # before JAX starts; a user's XLA_FLAGS win
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint file at INFO
     if _DISTRIBUTED.value:

@@ -1,0 +1,101 @@
+"""Time to get each bucket's compiled train step, with a cold and with a warm persistent cache.
+
+    python benchmarks/compile_time.py                                 # ResNet-18, 96..224 px
+    python benchmarks/compile_time.py --arch resnet50 --hard-augment
+
+Runs the trainer's own `CompiledSteps.get` (trace, lower, compile; with Hard Augment also the
+selection-free lowering used for its FLOP share) for every bucket, twice, each in a fresh
+process: first with an empty persistent compilation cache (cold), then with the cache the
+first process filled (warm, as a resumed run or a sibling run with the same shapes sees it).
+Prints seconds per bucket, split into trace+lower and compile (XLA compile or cache load).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def child(args):
+    from effssl_jax import cpu_flags
+    cpu_flags.set_default_xla_flags()
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from effssl_jax import config_schema, optim, plan as plan_lib
+    from effssl_jax.train import build_method, compute_dtype
+    from effssl_jax.train_step import CompiledSteps, StepSpec, create_state, data_mesh, \
+        make_step_fn
+
+    jax.config.update('jax_compilation_cache_dir', args.cache)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+    jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+    c = config_schema.default_config()
+    c.model.arch, c.batch_size = args.arch, args.batch
+    resolutions = [int(r) for r in args.resolutions.split(',')]
+    c.progressive.r_max = max(resolutions)
+    dtype = compute_dtype('auto')
+    plan = plan_lib.make_plan(c, 10 * args.batch)
+    method = build_method(c, dtype, plan.steps_per_epoch, plan.total_steps)
+    tx = optim.sgd(plan.lr, plan.momentum, c.optim.weight_decay, False)
+    mesh = data_mesh(jax.devices()[:1])
+    repl = NamedSharding(mesh, P())
+    abstract = jax.eval_shape(lambda: create_state(method, tx, jax.random.key(0), max(resolutions)))
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
+                            abstract)
+    steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract)
+    n = 6 if args.hard_augment else 2
+    out = {}
+    for r in resolutions:
+        spec = StepSpec(r, n, 64, max(resolutions), args.batch)
+        t = time.perf_counter()
+        steps._lower(spec)
+        lower_s = time.perf_counter() - t
+        t = time.perf_counter()
+        steps.get(spec)
+        out[r] = {'lower_s': lower_s, 'get_s': time.perf_counter() - t}
+    print('RESULT ' + json.dumps(out), flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--arch', default='resnet18')
+    ap.add_argument('--batch', type=int, default=32)
+    ap.add_argument('--resolutions', default='96,128,160,192,224')
+    ap.add_argument('--hard-augment', action='store_true', help='6 views scored at 64 px')
+    ap.add_argument('--cache', default=None, help='cache folder (default: a new temporary one)')
+    ap.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = args.cache or tmp
+        argv = [sys.executable, os.path.abspath(__file__), '--child', '--cache', cache,
+                '--arch', args.arch, '--batch', str(args.batch), '--resolutions',
+                args.resolutions] + (['--hard-augment'] if args.hard_augment else [])
+        runs = {}
+        for name in ('cold', 'warm'):
+            t = time.perf_counter()
+            res = subprocess.run(argv, capture_output=True, text=True)
+            if res.returncode:
+                sys.exit(f'{name} run failed:\n{res.stderr[-3000:]}')
+            line = [l for l in res.stdout.splitlines() if l.startswith('RESULT ')][-1]
+            runs[name] = json.loads(line[7:])
+            print(f'{name} cache: process {time.perf_counter() - t:.1f} s', flush=True)
+    print(f"\n{args.arch}, batch {args.batch}, {'6 views (HA, r_sel 64)' if args.hard_augment else '2 views'}; "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '(cpu_flags default)')!r}\n")
+    print('| res | cold: trace+lower s | cold: total s | warm: trace+lower s | warm: total s |')
+    print('|---|---|---|---|---|')
+    for r in runs['cold']:
+        c, w = runs['cold'][r], runs['warm'][r]
+        print(f"| {r} | {c['lower_s']:.2f} | {c['get_s']:.2f} | {w['lower_s']:.2f} | {w['get_s']:.2f} |")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,102 @@
+"""Hard Augment's cost per bucket: a train step with n=6 views scored at r_sel vs the plain step.
+
+    python benchmarks/hard_augment_overhead.py                        # ResNet-18, 96..224 px
+    python benchmarks/hard_augment_overhead.py --arch resnet50 --resolutions 224 --batch 16
+
+For every resolution the trainer's own step (`train_step.make_step_fn`: on-device augmentation,
+SimSiam, SGD) is compiled with 2 views and with n views plus selection; both are timed
+interleaved (one step each per round, median over rounds) and their FLOPs taken from XLA's cost
+analysis. Overhead = (with selection - without) / without. The paper's setting is n=6 at
+r_sel=64 with full-resolution training at 224 px, where it reports 6-8%; eq. 11 predicts the
+FLOP share from resolutions alone (`progressive.hard_augment_speed_factor`).
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--arch', default='resnet18')
+    ap.add_argument('--batch', type=int, default=32)
+    ap.add_argument('--resolutions', default='96,128,160,192,224')
+    ap.add_argument('--views', type=int, default=6)
+    ap.add_argument('--r-sel', type=int, default=64)
+    ap.add_argument('--reps', type=int, default=5)
+    ap.add_argument('--dtype', default='auto')
+    args = ap.parse_args()
+    from effssl_jax import cpu_flags
+    cpu_flags.set_default_xla_flags()
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from effssl_jax import config_schema, optim, plan as plan_lib, progressive
+    from effssl_jax.train import build_method, compute_dtype
+    from effssl_jax.train_step import CompiledSteps, StepSpec, create_state, data_mesh, \
+        make_step_fn
+
+    resolutions = [int(r) for r in args.resolutions.split(',')]
+    host = max(resolutions)
+    c = config_schema.default_config()
+    c.model.arch, c.batch_size = args.arch, args.batch
+    c.progressive.r_max = host
+    dtype = compute_dtype(args.dtype)
+    plan = plan_lib.make_plan(c, 10 * args.batch)
+    method = build_method(c, dtype, plan.steps_per_epoch, plan.total_steps)
+    tx = optim.sgd(plan.lr, plan.momentum, c.optim.weight_decay, False)
+    mesh = data_mesh(jax.devices()[:1])
+    repl = NamedSharding(mesh, P())
+    init = jax.jit(lambda k: create_state(method, tx, k, host), out_shardings=repl)
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
+                            jax.eval_shape(init, jax.random.key(0)))
+    steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract)
+    images = jax.device_put(np.random.default_rng(0).integers(0, 256, (args.batch, host, host, 3),
+                                                              dtype=np.uint8),
+                            NamedSharding(mesh, P('data')))
+    print(f"jax {jax.__version__} on {jax.default_backend()}, {args.arch} SimSiam, batch "
+          f"{args.batch}, {args.views} views scored at {args.r_sel} px vs 2 views, dtype "
+          f"{jnp.dtype(dtype).name}, median of {args.reps} interleaved rounds; "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
+    header = ('res', 'plain ms', 'HA ms', 'time overhead', 'plain GFLOP', 'HA GFLOP',
+              'FLOP overhead', 'eq. 11')
+    rows = []
+    for r in resolutions:
+        specs = {'plain': StepSpec(r, 2, args.r_sel, host, args.batch),
+                 'ha': StepSpec(r, args.views, args.r_sel, host, args.batch)}
+        states = {k: init(jax.random.key(0)) for k in specs}
+        compiled = {k: steps.get(s) for k, s in specs.items()}
+        for k in specs:  # warm-up
+            states[k], m = compiled[k](states[k], images, np.float32(5.0))
+            jax.block_until_ready(m)
+        times = {k: [] for k in specs}
+        for _ in range(args.reps):
+            for k in specs:
+                t = time.perf_counter()
+                states[k], m = compiled[k](states[k], images, np.float32(5.0))
+                jax.block_until_ready(m)
+                times[k].append(time.perf_counter() - t)
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        flops = {k: steps.flops[s] / 1e9 for k, s in specs.items()}
+        eq11 = 1 / progressive.hard_augment_speed_factor(r, args.r_sel, args.views) - 1
+        row = (r, f"{med['plain']:.0f}", f"{med['ha']:.0f}", f"{med['ha'] / med['plain'] - 1:+.1%}",
+               f"{flops['plain']:.1f}", f"{flops['ha']:.1f}",
+               f"{flops['ha'] / flops['plain'] - 1:+.1%}", f'{eq11:+.1%}')
+        rows.append(row)
+        print('  ' + ' | '.join(f'{h} {v}' for h, v in zip(header, row))
+              + f' | load avg {os.getloadavg()[0]:.1f}', flush=True)
+        del states, compiled
+    print('\n| ' + ' | '.join(header) + ' |\n|' + '---|' * len(header))
+    for row in rows:
+        print('| ' + ' | '.join(map(str, row)) + ' |')
+
+
+if __name__ == '__main__':
+    main()
