@@ -1,0 +1,103 @@
+"""The pretrained backbone of a run as a torchvision ResNet state_dict (.pt) and as a .npz.
+
+    python -m effssl_jax.export --workdir DIR --out backbone.pt [--step N]
+
+writes backbone.pt (torch needed only for this file; `--out x.npz` writes the .npz alone),
+backbone.npz (the same arrays under the same torchvision names, for users without torch) and
+backbone.json (arch, width, stem, checkpoint step). Load it with
+
+    model = torchvision.models.resnet50()          # or resnet18; see torchvision_resnet below
+    model.fc = torch.nn.Identity()                 # the backbone has no classifier
+    model.load_state_dict(torch.load("backbone.pt"), strict=False)  # missing: fc.*
+
+A width-64 ImageNet-stem backbone is exactly torchvision's resnet18/resnet50. The CIFAR stem
+(3x3 stride-1 conv1, no max-pool) is torchvision's with conv1 and maxpool replaced, as
+`torchvision_resnet(meta)` builds; torchvision cannot express other widths, whose weights still
+export with the same names and transposed shapes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from effssl_jax.models import convert, resnet
+
+
+def backbone_variables(variables: dict) -> dict:
+    """The backbone's sub-trees of an SSLNet's {'params', 'batch_stats'}."""
+    return {"params": variables["params"]["backbone"],
+            "batch_stats": variables.get("batch_stats", {}).get("backbone", {})}
+
+
+def backbone_state_dict(variables: dict) -> dict[str, np.ndarray]:
+    """torchvision state_dict (numpy arrays) of a backbone's {'params', 'batch_stats'}."""
+    import jax
+    return convert.to_torchvision(jax.device_get(variables))
+
+
+def torchvision_resnet(meta: dict):
+    """A torchvision ResNet matching backbone.json's meta (fc replaced by Identity)."""
+    import torch
+    import torchvision
+
+    if meta["width"] != 64:
+        raise ValueError(f"torchvision's {meta['arch']} has width 64; this backbone has width "
+                         f"{meta['width']} (load the .npz into your own module instead)")
+    model = getattr(torchvision.models, meta["arch"])()
+    if meta["cifar_stem"]:
+        model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        model.maxpool = torch.nn.Identity()
+    model.fc = torch.nn.Identity()
+    return model
+
+
+def export_workdir(workdir: str, out: str, step: int | None = None) -> dict:
+    """Writes OUT (.pt or .npz), the .npz next to it and a .json of its meta; returns the meta."""
+    from effssl_jax.evaluate import restore_variables
+
+    config, _, variables, ckpt_step, _, _ = restore_variables(workdir, step)
+    state_dict = backbone_state_dict(backbone_variables(variables))
+    m = config.model
+    meta = {"arch": m.arch, "width": m.width, "cifar_stem": bool(m.cifar_stem),
+            "checkpoint_step": ckpt_step, "workdir": os.path.abspath(workdir),
+            "method": config.method, "feature_dim": resnet.feature_dim(m.arch, m.width),
+            "input": "RGB in [0, 1] normalised with the ImageNet mean/std, NCHW for torch",
+            "torchvision_compatible": m.width == 64}
+    stem, ext = os.path.splitext(out)
+    if os.path.dirname(out):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+    np.savez(stem + ".npz", **state_dict)
+    if ext != ".npz":
+        import torch
+        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()},
+                   out)
+    with open(stem + ".json", "w") as f:
+        json.dump(meta, f, indent=2)
+    return meta
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="python -m effssl_jax.export",
+        description="Backbone of a run's checkpoint as a torchvision state_dict and a .npz")
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--out", default="backbone.pt", help="FILE.pt (and FILE.npz) or FILE.npz")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    args = parser.parse_args(argv)
+    meta = export_workdir(args.workdir, args.out, args.step)
+    stem = os.path.splitext(args.out)[0]
+    written = [args.out] if args.out.endswith(".npz") else [args.out, stem + ".npz"]
+    print(f"{meta['arch']} (width {meta['width']}, {'CIFAR' if meta['cifar_stem'] else 'ImageNet'}"
+          f" stem) from step {meta['checkpoint_step']}: wrote {', '.join(written)}, {stem}.json",
+          flush=True)
+    if not meta["torchvision_compatible"]:
+        print("note: width != 64 does not fit torchvision's resnet; the names and layouts are "
+              "torchvision's", flush=True)
+    return meta
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""Tables and figures like the paper's, from the workdirs of finished (or running) runs.
+
+    python -m effssl_jax.report RUN_DIR [RUN_DIR ...] --out report/ [--baseline RUN_DIR]
+
+writes into --out:
+  results.md, results.csv    one row per run: method, lr schedule, SP, HA, epochs, kNN top-1
+                             (online, last evaluation), offline kNN and linear-probe top-1 (latest
+                             eval.json record, if `python -m effssl_jax.evaluate` was run),
+                             training PFLOPs, speed-up vs the baseline (ratio of PFLOPs, and of
+                             training time), wall-clock, training images/s
+  fig2_lr_momentum.png       learning rate and SGD momentum vs step (the paper's Fig. 2)
+  fig3_resolution_magnitude.png  training resolution and augmentation magnitude vs epoch (Fig. 3)
+  knn_vs_cost.png            kNN top-1 vs training PFLOPs and vs training time, all runs
+
+The baseline is `--baseline`, else the run with a cosine lr schedule and the most epochs (else
+the first run given). Reads config.json, summary.json, metrics.jsonl and eval.json only.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+SP_LABELS = {"fixed": "-", "progressive": "P", "super_progressive": "SP"}
+
+
+@dataclasses.dataclass
+class Run:
+    workdir: str
+    label: str
+    config: dict
+    summary: dict
+    metrics: list
+    evals: list
+
+    @property
+    def train_rows(self) -> list:
+        return [m for m in self.metrics if "loss" in m]
+
+    @property
+    def knn_rows(self) -> list:
+        return [m for m in self.metrics if "knn_top1" in m]
+
+
+def _read_json(path, default=None):
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_run(workdir: str) -> Run:
+    config = _read_json(os.path.join(workdir, "config.json"))
+    if config is None:
+        raise FileNotFoundError(f"{workdir}/config.json not found: not a run directory")
+    metrics = []
+    if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            metrics = [json.loads(line) for line in f if line.strip()]
+    summary = _read_json(os.path.join(workdir, "summary.json"), {})
+    label = os.path.basename(os.path.normpath(workdir))
+    return Run(workdir, label, config, summary, metrics,
+               _read_json(os.path.join(workdir, "eval.json"), []))
+
+
+def pick_baseline(runs: list[Run], baseline: str | None = None) -> Run:
+    if baseline:
+        for run in runs:
+            if os.path.abspath(run.workdir) == os.path.abspath(baseline):
+                return run
+        return load_run(baseline)
+    cosine = [r for r in runs if r.config["optim"]["schedule"] == "cosine"]
+    return max(cosine, key=lambda r: r.config["epochs"]) if cosine else runs[0]
+
+
+def _latest(run: Run, key: str):
+    records = [r for r in run.evals if key in r]
+    return records[-1] if records else None
+
+
+def _cumulative_cost(run: Run) -> list[tuple[float, float, float]]:
+    """(kNN top-1, training PFLOPs so far, training seconds so far) at each evaluation. Eval lines
+    written by the current train loop carry pflops and train_time_s; for older runs both are
+    rebuilt from the logged steps (resolution -> the summary's GFLOPs per step; batch / images/s)."""
+    rows = run.knn_rows
+    if rows and all("pflops" in r and "train_time_s" in r for r in rows):
+        return [(r["knn_top1"], r["pflops"], r["train_time_s"]) for r in rows]
+    gflops = run.summary.get("gflops_per_step", {})
+    batch = run.config["batch_size"]
+    flops = seconds = 0.0
+    prev = 0
+    by_step = {}
+    for m in run.train_rows:
+        n = m["step"] - prev
+        flops += n * gflops.get(str(m["resolution"]), 0.0) / 1e6
+        seconds += n * batch / max(m["images_per_sec"], 1e-9)
+        prev = m["step"]
+        by_step[m["step"]] = (flops, seconds)
+    out = []
+    for r in rows:
+        done = [s for s in by_step if s <= r["step"]]
+        f, s = by_step[max(done)] if done else (0.0, 0.0)
+        out.append((r["knn_top1"], f, s))
+    return out
+
+
+def _pct(x):
+    return "" if x is None else f"{100 * x:.2f}"
+
+
+def table_rows(runs: list[Run], baseline: Run) -> list[dict]:
+    base = baseline.summary
+    rows = []
+    for run in runs:
+        s, c = run.summary, run.config
+        offline = _latest(run, "knn")
+        linear = _latest(run, "linear")
+        knn_off = None
+        if offline:
+            match = [r for r in offline["knn"] if r["k"] == c["eval"]["knn_k"]
+                     and r["temperature"] == c["eval"]["knn_temperature"]]
+            knn_off = (match or offline["knn"])[0]
+        pflops = s.get("total_pflops")
+        train_s = s.get("train_time_s")
+        steps = s.get("steps") or (run.train_rows[-1]["step"] if run.train_rows else 0)
+        knn = s.get("knn_top1", run.knn_rows[-1]["knn_top1"] if run.knn_rows else None)
+        rows.append({
+            "run": run.label,
+            "method": c["method"],
+            "lr_schedule": c["optim"]["schedule"],
+            "SP": SP_LABELS.get(c["progressive"]["schedule"], c["progressive"]["schedule"]),
+            "HA": "yes" if c["hard_augment"]["enabled"] else "-",
+            "epochs": round(s["epochs"] if "epochs" in s else
+                            (run.train_rows[-1]["epoch"] if run.train_rows else 0.0), 2),
+            "knn_top1_%": _pct(knn),
+            "knn_offline_top1_%": _pct(knn_off["top1"]) if knn_off else "",
+            "linear_top1_%": _pct(linear["linear"]["top1"]) if linear else "",
+            "linear_top5_%": _pct(linear["linear"]["top5"]) if linear else "",
+            "pflops": f"{pflops:.4g}" if pflops else "",
+            "speedup_flops": (f"{base['total_pflops'] / pflops:.2f}"
+                              if pflops and base.get("total_pflops") else ""),
+            "speedup_time": (f"{base['train_time_s'] / train_s:.2f}"
+                             if train_s and base.get("train_time_s") else ""),
+            "wall_clock_s": s.get("wall_clock_s", ""),
+            "train_time_s": train_s if train_s is not None else "",
+            "images_per_s": (f"{steps * c['batch_size'] / train_s:.0f}" if train_s else ""),
+            "finished": "yes" if s else "running",
+        })
+    return rows
+
+
+COLUMNS = [  # (key, markdown header)
+    ("run", "run"), ("method", "method"), ("lr_schedule", "LR schedule"), ("SP", "SP"),
+    ("HA", "HA"), ("epochs", "epochs"), ("knn_top1_%", "kNN top-1 (%)"),
+    ("knn_offline_top1_%", "kNN offline (%)"), ("linear_top1_%", "linear top-1 (%)"),
+    ("linear_top5_%", "linear top-5 (%)"), ("pflops", "PFLOPs"),
+    ("speedup_flops", "speed-up (FLOPs)"), ("speedup_time", "speed-up (time)"),
+    ("wall_clock_s", "wall-clock (s)"), ("train_time_s", "train time (s)"),
+    ("images_per_s", "images/s"), ("finished", "finished"),
+]
+
+
+def write_tables(rows: list[dict], baseline: Run, out: str) -> None:
+    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[k for k, _ in COLUMNS])
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["# Results", "",
+             f"Baseline for the speed-ups: `{baseline.label}` ({baseline.workdir}). "
+             "kNN top-1: the train loop's last online evaluation (weighted kNN, the config's k "
+             "and T); kNN offline and linear: the latest `python -m effssl_jax.evaluate` record "
+             "in eval.json. PFLOPs: training steps (Hard Augment selection included), from XLA's "
+             "cost analysis. Speed-up: the baseline's PFLOPs (training time) over the run's. "
+             "Train time excludes compilation, evaluation and checkpoints; images/s = "
+             "steps x batch / train time.", "",
+             "| " + " | ".join(h for _, h in COLUMNS) + " |",
+             "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row[k]) for k, _ in COLUMNS) + " |")
+    lines += ["", "![Fig. 2](fig2_lr_momentum.png)", "",
+              "![Fig. 3](fig3_resolution_magnitude.png)", "", "![kNN vs cost](knn_vs_cost.png)", ""]
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+def _style(ax, xlabel, ylabel, title=None):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+
+
+def _series(rows, x, y):
+    rows = [r for r in rows if x in r and y in r]
+    return [r[x] for r in rows], [r[y] for r in rows]
+
+
+def plot_lr_momentum(runs: list[Run], path: str) -> None:
+    fig, (ax_lr, ax_m) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    for run in runs:
+        ax_lr.plot(*_series(run.train_rows, "step", "lr"), label=run.label)
+        ax_m.plot(*_series(run.train_rows, "step", "momentum"), label=run.label)
+    _style(ax_lr, "", "learning rate", "Learning rate and SGD momentum per step (cf. Fig. 2)")
+    _style(ax_m, "training step (iteration)", "SGD momentum")
+    ax_lr.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_resolution_magnitude(runs: list[Run], path: str) -> None:
+    fig, (ax_r, ax_m) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    for run in runs:
+        ax_r.step(*_series(run.train_rows, "epoch", "resolution"), where="post", label=run.label)
+        ax_m.plot(*_series(run.train_rows, "epoch", "magnitude"), label=run.label)
+    _style(ax_r, "", "training resolution (px)",
+           "Resolution and augmentation magnitude per epoch (cf. Fig. 3)")
+    _style(ax_m, "epoch", "augmentation magnitude\n(colour-jitter strength, 5 = SimCLR)")
+    ax_r.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_knn_vs_cost(runs: list[Run], path: str) -> None:
+    fig, (ax_f, ax_t) = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    for run in runs:
+        points = _cumulative_cost(run)
+        if not points:
+            continue
+        acc = [100 * p[0] for p in points]
+        line, = ax_f.plot([p[1] for p in points], acc, "o-", ms=4, label=run.label)
+        ax_t.plot([p[2] for p in points], acc, "o-", ms=4, color=line.get_color(),
+                  label=run.label)
+    _style(ax_f, "training compute (PFLOPs)", "kNN top-1 accuracy (%)", "kNN accuracy vs compute")
+    _style(ax_t, "training time (s; excl. compile, eval, checkpoints)", "",
+           "kNN accuracy vs training time")
+    ax_f.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build_report(run_dirs: list[str], out: str, baseline: str | None = None) -> list[dict]:
+    runs = [load_run(d) for d in run_dirs]
+    base = pick_baseline(runs, baseline)
+    os.makedirs(out, exist_ok=True)
+    rows = table_rows(runs, base)
+    write_tables(rows, base, out)
+    plot_lr_momentum(runs, os.path.join(out, "fig2_lr_momentum.png"))
+    plot_resolution_magnitude(runs, os.path.join(out, "fig3_resolution_magnitude.png"))
+    plot_knn_vs_cost(runs, os.path.join(out, "knn_vs_cost.png"))
+    return rows
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m effssl_jax.report",
+                                     description="Results table and figures from run directories")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    parser.add_argument("--out", default="report")
+    parser.add_argument("--baseline", default=None,
+                        help="run dir of the baseline (default: the cosine run with most epochs)")
+    args = parser.parse_args(argv)
+    rows = build_report(args.run_dirs, args.out, args.baseline)
+    with open(os.path.join(args.out, "results.md")) as f:
+        print(f.read().split("\n\n![")[0])
+    print(f"\nwrote {args.out}/results.md, results.csv, fig2_lr_momentum.png, "
+          "fig3_resolution_magnitude.png, knn_vs_cost.png")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

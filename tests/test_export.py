@@ -1,0 +1,64 @@
+"""Exported backbones loaded into torchvision give the Flax features (to 1e-4); the command
+writes matching .pt / .npz files from a workdir's checkpoint."""
+import json
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from effssl_jax import export
+from effssl_jax.models import convert, resnet
+from runs import tiny_run
+
+
+def _randomised_backbone(arch, cifar_stem, size, seed=0):
+    net = resnet.get_backbone(arch, cifar_stem=cifar_stem)
+    variables = net.init(jax.random.key(seed), np.zeros((1, size, size, 3), np.float32),
+                         train=False)
+    # Non-trivial running statistics, as after training.
+    rng = np.random.default_rng(seed)
+    stats = jax.tree.map(lambda v: np.asarray(v) + rng.uniform(0.1, 0.5, v.shape).astype(v.dtype),
+                         variables["batch_stats"])
+    return net, {"params": variables["params"], "batch_stats": stats}
+
+
+@pytest.mark.parametrize("arch,cifar_stem,size", [("resnet18", False, 64),
+                                                  ("resnet18", True, 16),
+                                                  ("resnet50", False, 32)])
+def test_torchvision_features_equal_flax_features(arch, cifar_stem, size):
+    net, variables = _randomised_backbone(arch, cifar_stem, size)
+    state_dict = export.backbone_state_dict(
+        export.backbone_variables({"params": {"backbone": variables["params"]},
+                                   "batch_stats": {"backbone": variables["batch_stats"]}}))
+    model = export.torchvision_resnet({"arch": arch, "width": 64, "cifar_stem": cifar_stem})
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=True)
+    model.eval()
+    images = np.random.default_rng(1).normal(size=(4, size, size, 3)).astype(np.float32)
+    flax_features = np.asarray(net.apply(variables, images, train=False))
+    with torch.no_grad():
+        torch_features = model(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+    assert torch_features.shape == flax_features.shape == (4, resnet.feature_dim(arch))
+    np.testing.assert_allclose(torch_features, flax_features, atol=1e-4, rtol=1e-4)
+
+
+def test_export_command_writes_pt_npz_and_meta(tmp_path):
+    workdir = tiny_run(tmp_path / "run", epochs=1)
+    out = tmp_path / "export" / "backbone.pt"
+    meta = export.main(["--workdir", workdir, "--out", str(out)])
+    assert meta["arch"] == "resnet18" and meta["width"] == 8 and meta["cifar_stem"]
+    assert json.loads((tmp_path / "export" / "backbone.json").read_text()) == meta
+    pt = torch.load(out)
+    npz = np.load(tmp_path / "export" / "backbone.npz")
+    assert set(pt) == set(npz.files) and "conv1.weight" in pt and "layer4.1.bn2.running_var" in pt
+    for k in npz.files:
+        np.testing.assert_array_equal(pt[k].numpy(), npz[k])
+    # Back to Flax: the checkpoint's backbone, exactly.
+    from effssl_jax.evaluate import restore_variables
+    _, _, variables, step, _, _ = restore_variables(workdir)
+    assert meta["checkpoint_step"] == step
+    back = convert.from_torchvision(dict(npz))
+    ref = jax.device_get(export.backbone_variables(variables))
+    jax.tree.map(np.testing.assert_array_equal, back, ref)
+    with pytest.raises(ValueError, match="width"):
+        export.torchvision_resnet(meta)

@@ -1,0 +1,49 @@
+"""The report on two tiny runs (SimSiam baseline and F1-CLR recipe): the speed-up is the ratio of
+their measured PFLOPs, the table names the paper's columns, the figures are written."""
+import csv
+import os
+
+import pytest
+
+from effssl_jax import report
+from runs import tiny_run
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return (tiny_run(root / "baseline", "simsiam_baseline", epochs=2),
+            tiny_run(root / "f1clr", "simsiam_f1clr", epochs=2))
+
+
+def test_report_speedup_is_ratio_of_pflops(two_runs, tmp_path):
+    base, f1clr = two_runs
+    out = tmp_path / "report"
+    report.main([f1clr, base, "--out", str(out)])  # the baseline is found: cosine, most epochs
+    rows = {r["run"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    b, f = (report.load_run(d).summary for d in (base, f1clr))
+    assert rows["baseline"]["speedup_flops"] == "1.00"
+    assert float(rows["f1clr"]["speedup_flops"]) == pytest.approx(
+        b["total_pflops"] / f["total_pflops"], abs=0.005)
+    assert b["total_pflops"] != f["total_pflops"]
+    assert (rows["f1clr"]["lr_schedule"], rows["f1clr"]["SP"], rows["f1clr"]["HA"]) == \
+        ("f1clr", "SP", "yes")
+    assert (rows["baseline"]["lr_schedule"], rows["baseline"]["SP"], rows["baseline"]["HA"]) == \
+        ("cosine", "-", "-")
+    md = (out / "results.md").read_text()
+    for header in ("method", "LR schedule", "SP", "HA", "kNN top-1 (%)", "linear top-1 (%)",
+                   "PFLOPs", "speed-up (FLOPs)", "wall-clock (s)", "images/s"):
+        assert f"| {header} |" in md or f" {header} |" in md
+    for png in ("fig2_lr_momentum.png", "fig3_resolution_magnitude.png", "knn_vs_cost.png"):
+        assert os.path.getsize(out / png) > 10_000
+
+
+def test_baseline_flag_and_cost_curve(two_runs, tmp_path):
+    base, f1clr = two_runs
+    rows = report.build_report([base, f1clr], str(tmp_path), baseline=f1clr)
+    assert rows[1]["speedup_flops"] == "1.00"
+    run = report.load_run(f1clr)
+    points = report._cumulative_cost(run)
+    assert [p[0] for p in points] == [m["knn_top1"] for m in run.knn_rows]
+    assert points[0][1] == 0.0 and points[-1][1] == pytest.approx(run.summary["total_pflops"])
+    assert all(a[1] < b[1] and a[2] < b[2] for a, b in zip(points, points[1:]))
