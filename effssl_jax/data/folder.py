@@ -86,9 +86,10 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # P, 1, CMYK, YCbCr, ...
 
 
-def decode_image(path_or_bytes: str | bytes, size: int) -> np.ndarray | None:
+def decode_image(path_or_bytes: str | bytes, size: int, offset: float = 0.5) -> np.ndarray | None:
     """Decodes to RGB uint8 ``[size, size, 3]``: shorter side resized to ``size``
-    (bicubic), then centre-cropped. Returns None if the file cannot be decoded."""
+    (bicubic), then a square crop, centred (``offset`` 0.5) or at ``offset`` in [0, 1] along the
+    longer side. Returns None if the file cannot be decoded."""
     try:
         src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
         with Image.open(src) as im:
@@ -100,7 +101,8 @@ def decode_image(path_or_bytes: str | bytes, size: int) -> np.ndarray | None:
             im = _to_rgb(im)
             w, h = im.size
             side = min(w, h)
-            box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+            x0, y0 = (w - side) * offset, (h - side) * offset
+            box = (x0, y0, x0 + side, y0 + side)
             im = im.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
             if im.mode != "RGB":
                 im = im.convert("RGB")

@@ -1,23 +1,21 @@
-"""Datasets held in host memory as uint8 arrays, and the batch of each step.
+"""A run's data: splits held in host memory as uint8 arrays, the batch of each step, and the
+choice between the in-memory path and the streaming grain loader (data/loader.py).
 
 The order of examples is a pure function of (seed, step): step t reads batch t mod steps_per_epoch
 of the permutation of epoch t // steps_per_epoch. A resumed run therefore sees exactly the
-examples the uninterrupted run would have seen, with nothing but the step to checkpoint.
+examples the uninterrupted run would have seen; the step is the iterator state.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import queue
 import threading
 
 import numpy as np
 
-from effssl_jax.data import folder, synthetic
+from effssl_jax.data import synthetic
 from effssl_jax.data.errors import DataError
-
-SPLIT_DIRS = {"train": ("train",), "eval": ("val", "validation", "test")}
 
 
 @dataclasses.dataclass
@@ -31,42 +29,67 @@ class ArrayDataset:
         return len(self.images)
 
 
-def _folder_root(config) -> str | None:
-    if config.dataset.startswith("folder:"):
-        return config.dataset.split(":", 1)[1]
-    if config.dataset == "imagenette":
-        return config.data_dir or None
-    return None
+def in_memory(config) -> bool:
+    """Whether the pretraining split is decoded into memory once (synthetic by default: small and
+    fast) rather than streamed through grain at each bucket's size (data/loader.py)."""
+    if config.data.loader == "auto":
+        return config.dataset == "synthetic"
+    return config.data.loader == "memory"
 
 
 def load_split(config, split: str, image_size: int) -> ArrayDataset:
-    """split: 'train' or 'eval'. Images decoded and resized to image_size x image_size."""
+    """A split decoded into memory at image_size x image_size (centre crops).
+    split: 'train' (pretraining), 'bank' (labelled kNN / probe memory bank) or 'eval'."""
+    from effssl_jax.data import datasets, loader, sources
+    info = datasets.info_for(config.dataset)
     if config.dataset == "synthetic":
-        n = config.synthetic_train_size if split == "train" else config.synthetic_test_size
-        images, labels = synthetic.make_synthetic("train" if split == "train" else "test", n,
+        n = config.synthetic_train_size if split != "eval" else config.synthetic_test_size
+        images, labels = synthetic.make_synthetic("train" if split != "eval" else "test", n,
                                                   image_size=image_size, seed=config.seed)
         return ArrayDataset(images, labels, int(labels.max()) + 1)
-    root = _folder_root(config)
-    if root is None:
-        raise DataError(f"dataset {config.dataset!r} is not available here; use "
-                        "--config.dataset=synthetic, folder:PATH, or imagenette with "
-                        "--config.data_dir=PATH_WITH_train_AND_val")
-    if not os.path.isdir(root):
-        raise DataError(f"data folder {root!r} does not exist; pass --config.dataset=folder:PATH "
-                        "(or --config.data_dir for imagenette) or --config.dataset=synthetic")
-    split_root = next((os.path.join(root, d) for d in SPLIT_DIRS[split]
-                       if os.path.isdir(os.path.join(root, d))), None)
-    if split_root is None:
-        raise DataError(f"{root!r} has no {'/'.join(SPLIT_DIRS[split])} folder for the {split} "
-                        f"split; expected {root}/train/<class>/*.jpg and {root}/val/<class>/*.jpg")
-    images, labels, class_names, skipped = folder.load_folder_arrays(
-        split_root, image_size, progress=config.progress_bar)
-    for path in skipped:
-        logging.warning("skipped undecodable image %s", path)
+    source = sources.open_source(config, split)
+    where = getattr(source, "root", None) or getattr(source, "description", config.dataset)
+    if len(source) == 0:
+        raise DataError(f"the {split} split of {where} is empty; prepare it again or pick "
+                        "another --config.dataset")
+    images, labels, skipped = loader.load_arrays(source, image_size, config.data.threads,
+                                                 progress=config.progress_bar, desc=where)
     if skipped:
         logging.warning("%d of %d images in %s could not be decoded and are skipped",
-                        len(skipped), len(skipped) + len(images), split_root)
-    return ArrayDataset(images, labels, max(len(class_names), 1), skipped)
+                        len(skipped), len(source), where)
+    num_classes = info.num_classes or source.num_classes or int(labels.max()) + 1
+    return ArrayDataset(images, labels, max(num_classes, 1), skipped)
+
+
+def open_run_data(config, image_size: int):
+    """(pretraining data, memory bank, eval split) of a run. The pretraining data is an
+    ArrayDataset when in_memory(config), else a random-access source for the grain loader; the
+    bank and eval splits are decoded into memory at image_size for the online kNN."""
+    from effssl_jax.data import datasets, sources
+    info = datasets.info_for(config.dataset)
+    if in_memory(config):
+        train = load_split(config, "train", image_size)
+        bank = train if info.bank_split == info.train_split else \
+            load_split(config, "bank", image_size)
+    else:
+        train = sources.open_source(config, "train")
+        if len(train) == 0:
+            raise DataError(f"the train split of {config.dataset} is empty; prepare it again "
+                            "or pick another --config.dataset")
+        bank = load_split(config, "bank", image_size)
+    return train, bank, load_split(config, "eval", image_size)
+
+
+def make_loader(config, train, plan, process_index: int = 0, process_count: int = 1):
+    """The iterator of (step, this host's uint8 batch) over a run's plan; see data/loader.py."""
+    from effssl_jax.data import loader
+    sampler = loader.Sampler(len(train), config.batch_size, config.seed, process_index,
+                             process_count)
+    if isinstance(train, ArrayDataset):
+        return loader.MemoryLoader(train, sampler, plan.total_steps, config.prefetch)
+    sizes = loader.host_sizes(plan, config.data.host_margin, config.image_size)
+    return loader.GrainLoader(train, sampler, sizes, plan.total_steps, config.data.threads,
+                              config.data.processes, config.prefetch)
 
 
 def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> np.ndarray:
