@@ -184,7 +184,10 @@ def test_max_pool_matmul_matches_nn_max_pool_with_ties():
     expected = jax.jit(partial(pool_and_grad, 'xla'))(x, ct)
     actual = jax.jit(partial(pool_and_grad, 'matmul'))(x, ct)
     np.testing.assert_array_equal(actual[0], expected[0])
-    np.testing.assert_array_equal(actual[1], expected[1])
+    # Same elements get gradient (ties routed alike); where windows overlap the cotangents
+    # may be summed in another order.
+    np.testing.assert_array_equal(actual[1] != 0, expected[1] != 0)
+    np.testing.assert_allclose(actual[1], expected[1], rtol=1e-6, atol=1e-7)
 
 
 def test_conv_impl_auto_and_validation(monkeypatch):

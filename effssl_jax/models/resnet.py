@@ -127,18 +127,49 @@ def max_pool(x, window, strides, padding, impl: str = 'auto'):
     """``nn.max_pool`` (pads with -inf); with the matmul impl, an elementwise max over taps.
 
     Its gradient goes, like ``nn.max_pool``'s and torch's, to the first maximum of each
-    window in row-major order (ties are common after a ReLU), but is elementwise selects
-    instead of XLA:CPU's slow ``select_and_scatter``.
+    window in row-major order (ties are common after a ReLU), but instead of XLA:CPU's slow
+    ``select_and_scatter`` the forward keeps the index of that tap (int8) and the backward
+    adds each tap's masked cotangent back at its strided position (interior-padded ``pad``s,
+    one fused elementwise loop).
     """
     if not _use_matmul(impl, True):
         return nn.max_pool(x, window, strides, padding)
+    return _max_pool_taps(x, tuple(window), tuple(strides), tuple(map(tuple, padding)))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool_taps(x, window, strides, padding):
+    return _max_pool_taps_fwd(x, window, strides, padding)[0]
+
+
+def _max_pool_taps_fwd(x, window, strides, padding):
     taps = _taps(x, window, strides, padding, -jnp.inf)
-    top = lax.stop_gradient(reduce(jnp.maximum, taps))
-    out, taken = jnp.zeros_like(top), jnp.zeros(top.shape, bool)
-    for t in taps:
-        first = (t == top) & ~taken
-        out, taken = jnp.where(first, t, out), taken | first
-    return out
+    top = reduce(jnp.maximum, taps)
+    first = jnp.zeros(top.shape, jnp.int8)
+    for k in reversed(range(1, len(taps))):  # the lowest k with taps[k] == top wins
+        first = jnp.where(taps[k] == top, jnp.int8(k), first)
+    first = jnp.where(taps[0] == top, jnp.int8(0), first)
+    return top, (first, x.shape)
+
+
+def _max_pool_taps_bwd(window, strides, padding, res, g):
+    first, shape = res
+    (kh, kw), (sh, sw), ((pt, pb), (pl, pr)) = window, strides, padding
+    hp, wp = shape[1] + pt + pb, shape[2] + pl + pr
+    ho, wo = g.shape[1:3]
+    zero = jnp.zeros((), g.dtype)
+    grad = None
+    for k in range(kh * kw):
+        i, j = divmod(k, kw)
+        # Tap k of output (m, n) reads padded input (i + sh*m, j + sw*n).
+        placed = lax.pad(jnp.where(first == k, g, zero), zero,
+                         ((0, 0, 0), (i, hp - i - sh * (ho - 1) - 1, sh - 1),
+                          (j, wp - j - sw * (wo - 1) - 1, sw - 1), (0, 0, 0)))
+        grad = placed if grad is None else grad + placed
+    return (grad[:, pt:pt + shape[1], pl:pl + shape[2]],)
+
+
+_max_pool_taps.defvjp(_max_pool_taps_fwd, _max_pool_taps_bwd)
 
 
 def _shortcut(block, x, out_features: int):
