@@ -53,7 +53,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.dino = ml_collections.ConfigDict(dict(
         proj_hidden=2048, bottleneck_dim=256, num_prototypes=4096, norm_last_layer=True,
         student_temperature=0.1, teacher_temperature=0.07, warmup_teacher_temperature=0.04,
-        warmup_teacher_temperature_epochs=30, center_momentum=0.9, tau_base=0.9995))
+        warmup_teacher_temperature_epochs=30, center_momentum=0.9, tau_base=0.9995,
+        freeze_last_layer_epochs=1.0))
 
     c.optim = ml_collections.ConfigDict()
     c.optim.schedule = "cosine"
@@ -65,6 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim.one_cycle_fraction = 0.3  # rho of 1-CLR
     c.optim.weight_decay = 5e-4
     c.optim.decay_bn_and_bias = False
+    c.optim.clip_grad_norm = 0.0  # > 0: clip the gradient's global norm (DINO's 3.0); 0: off
     c.optim.lr_range = (1e-4, 10.0)  # lr_range_test mode: exponential from..to
 
     c.progressive = ml_collections.ConfigDict()
@@ -121,6 +123,8 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
         _fail(f"optim.warmup_epochs={c.optim.warmup_epochs} must lie in [0, epochs={c.epochs})")
     if not 0 <= c.optim.momentum_low <= c.optim.momentum_high < 1:
         _fail("need 0 <= optim.momentum_low <= optim.momentum_high < 1")
+    if c.optim.clip_grad_norm < 0:
+        _fail(f"optim.clip_grad_norm={c.optim.clip_grad_norm} must be >= 0 (0: no clipping)")
     if c.optim.lr <= 0:
         _fail(f"optim.lr={c.optim.lr} must be positive")
     p = c.progressive

@@ -31,8 +31,7 @@ def plan_flops(config, num_examples: int) -> dict:
 
     plan = plan_lib.make_plan(config, num_examples)
     method = build_method(config, jnp.float32, plan.steps_per_epoch, plan.total_steps)
-    tx = optim.sgd(plan.lr, plan.momentum, config.optim.weight_decay,
-                   config.optim.decay_bn_and_bias)
+    tx = optim.from_config(config.optim, plan.lr, plan.momentum)
     mesh = data_mesh(jax.devices()[:1])
     repl = NamedSharding(mesh, P())
     state = jax.eval_shape(lambda: create_state(method, tx, jax.random.key(0),

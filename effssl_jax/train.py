@@ -93,8 +93,7 @@ def build_state(config, mesh, dtype, num_train: int):
     The state's shapes do not depend on num_train, which only sets the plan's schedules."""
     plan = plan_lib.make_plan(config, num_train)
     method = build_method(config, dtype, plan.steps_per_epoch, plan.total_steps)
-    tx = optim.sgd(plan.lr, plan.momentum, config.optim.weight_decay,
-                   config.optim.decay_bn_and_bias)
+    tx = optim.from_config(config.optim, plan.lr, plan.momentum)
     replicated = NamedSharding(mesh, P())
     init = jax.jit(lambda rng: create_state(method, tx, rng, config.progressive.r_max),
                    out_shardings=replicated)

@@ -138,6 +138,7 @@ def make_step_fn(method, tx, spec: StepSpec, dtype,
         (loss, (batch_stats, out_a, out_b)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates = method.adjust_updates(updates, step)
         params = optax.apply_updates(state.params, updates)
         target_params = state.target_params
         if method.ema_schedule is not None:

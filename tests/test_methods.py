@@ -390,6 +390,29 @@ def test_ema_update_in_the_train_step():
     assert moved > 1e-4  # the target lags the online network
 
 
+def test_dino_freezes_its_last_layer_for_the_first_epoch():
+    """freeze_last_layer_epochs=0.5 of 4 steps/epoch: steps 0-1 leave the prototype layer as it
+    was while the rest trains; step 2 moves it."""
+    cfg = CONFIG.dino.copy_and_resolve_references()
+    cfg.freeze_last_layer_epochs = 0.5
+    method = METHODS["dino"](cfg, context(TinyBackbone()))
+    tx = optim.sgd(schedules.constant_schedule(0.5), schedules.constant_schedule(0.9), 5e-4, False)
+    state = create_state(method, tx, jax.random.key(0), 8)
+    step = jax.jit(make_step_fn(method, tx, StepSpec(8, 2, 8, 8, 8), jnp.float32))
+    images = np.random.default_rng(3).integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)
+    last = lambda s: np.asarray(s.params["projector"]["last_layer"]["kernel"])
+    first = last(state)
+    for k in range(3):
+        before = jax.device_get(state.params)
+        state, _ = step(state, images, np.float32(5.0))
+        if k < 2:
+            np.testing.assert_array_equal(last(state), first)
+        else:
+            assert np.abs(last(state) - first).max() > 0
+        assert np.abs(np.asarray(state.params["projector"]["Dense_0"]["kernel"])
+                      - before["projector"]["Dense_0"]["kernel"]).max() > 0
+
+
 # --- networks and views --------------------------------------------------------------------
 
 LOSS_KEYS = {"simsiam": ({"proj", "pred"}, None), "byol": ({"pred"}, {"proj"}),

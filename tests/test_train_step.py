@@ -91,6 +91,17 @@ def test_momentum_schedule_drives_sgd_like_pytorch():
         assert float(p["w"]["kernel"][0]) == pytest.approx(expected, rel=1e-6)
 
 
+def test_gradient_clipping_scales_the_global_norm_like_torch():
+    # torch.nn.utils.clip_grad_norm_(max_norm=1): g * 1 / (||g|| + 1e-6) when ||g|| > 1, else g
+    p = {"a": {"kernel": jnp.zeros(2)}, "b": {"kernel": jnp.zeros(1)}}
+    tx = optim.sgd(lambda s: 1.0, lambda s: 0.0, 0.0, False, clip_grad_norm=1.0)
+    for g, scale in (([3.0, 0.0], [4.0]), 1 / 5), (([0.3, 0.0], [0.4]), 1.0):
+        grads = {"a": {"kernel": jnp.array(g[0])}, "b": {"kernel": jnp.array(g[1])}}
+        updates, _ = tx.update(grads, tx.init(p), p)
+        np.testing.assert_allclose(updates["a"]["kernel"], -scale * np.array(g[0]), rtol=1e-5)
+        np.testing.assert_allclose(updates["b"]["kernel"], -scale * np.array(g[1]), rtol=1e-5)
+
+
 def test_hard_augment_extra_targets_add_to_the_loss():
     config = tiny_config()
     losses = []

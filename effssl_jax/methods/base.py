@@ -8,7 +8,9 @@ A method is a small frozen dataclass with:
   init_state() -> pytree of method state (MoCo queue, DINO centre), {} if none
   pair_loss(online_a, online_b, target_a, target_b, state, step) -> [B] per-sample symmetric loss
   update_state(state, online_a, online_b, target_a, target_b, step) -> new state
-Methods know nothing of data, optimisers or devices.
+  adjust_updates(updates, step) -> the optimiser's parameter updates, changed where the method
+                                   freezes part of its network (DINO's last layer)
+`MethodDefaults` provides the stateless, nothing-frozen versions. Methods know nothing of data, optimisers or devices.
 """
 from __future__ import annotations
 
@@ -43,11 +45,15 @@ def negative_cosine(p, z):
     return -jnp.sum(l2_normalize(p) * l2_normalize(jax.lax.stop_gradient(z)), axis=-1)
 
 
-class Stateless:
-    """For methods without state (no queue, no centre)."""
+class MethodDefaults:
+    """No method state (queue, centre), nothing frozen."""
 
     def init_state(self):
         return {}
 
     def update_state(self, state, *unused):
         return state
+
+    def adjust_updates(self, updates, step):
+        del step
+        return updates

@@ -15,7 +15,7 @@ import flax.linen as nn
 
 from effssl_jax import schedules
 from effssl_jax.augment import ViewConfig
-from effssl_jax.methods.base import MethodContext, negative_cosine, Stateless
+from effssl_jax.methods.base import MethodContext, negative_cosine, MethodDefaults
 from effssl_jax.models.heads import MLP, SSLNet
 
 
@@ -33,19 +33,17 @@ def normalized_mse(p, z):
 
 
 @dataclasses.dataclass(frozen=True)
-class BYOL(Stateless):
+class BYOL(MethodDefaults):
     net: nn.Module
     target_net: nn.Module
     ema_schedule: Callable
     view_configs: tuple[ViewConfig, ViewConfig]
-
 
     def pair_loss(self, online_a, online_b, target_a, target_b, state, step):
         """Per-sample L + L~ (the paper's symmetrised loss; solo-learn sums both directions)."""
         del state, step
         return (normalized_mse(online_a["pred"], target_b["proj"])
                 + normalized_mse(online_b["pred"], target_a["proj"]))
-
 
 
 def make(cfg, ctx: MethodContext) -> BYOL:

@@ -10,8 +10,9 @@ DINO uses 65536 on ImageNet); student temperature 0.1; teacher temperature warme
 0.04 to 0.07 over 30 epochs (DINO paper, implementation details; solo-learn's ImageNet-100
 config uses 50); centre momentum 0.9; teacher EMA tau cosine-increased from 0.9995 to 1 (DINO
 recommends 0.9995 for small batches, as in solo-learn's ImageNet-100 config; its default 0.996
-is for batch 1024). Not part of a method and not done here: DINO freezes the last layer for the
-first epoch and clips gradients (3.0; solo-learn: off).
+is for batch 1024); the last layer frozen for the first `freeze_last_layer_epochs` (1, DINO and
+solo-learn). Gradient clipping (DINO: 3.0, solo-learn's ResNet configs: off) is the optimiser's
+`optim.clip_grad_norm`.
 """
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 
 from effssl_jax import schedules
 from effssl_jax.augment import ViewConfig
-from effssl_jax.methods.base import MethodContext, l2_normalize
+from effssl_jax.methods.base import MethodContext, MethodDefaults, l2_normalize
 from effssl_jax.methods.byol import asymmetric_views
 from effssl_jax.models.heads import SSLNet, torch_linear_init
 
@@ -85,7 +87,7 @@ def cross_entropy(teacher_logits, student_logits, center, teacher_temp, student_
 
 
 @dataclasses.dataclass(frozen=True)
-class DINO:
+class DINO(MethodDefaults):
     net: nn.Module
     target_net: nn.Module
     ema_schedule: Callable
@@ -94,6 +96,7 @@ class DINO:
     student_temperature: float
     center_momentum: float
     num_prototypes: int
+    freeze_last_layer_steps: int = 0
 
     def init_state(self):
         return {"center": jnp.zeros((self.num_prototypes,), jnp.float32)}
@@ -111,11 +114,20 @@ class DINO:
         m = self.center_momentum
         return {"center": m * state["center"] + (1 - m) * jax.lax.stop_gradient(batch_center)}
 
+    def adjust_updates(self, updates, step):
+        """No update of the prototype layer in the first steps (DINO's cancel_gradients_last_layer;
+        meanwhile its momentum buffer only sees weight decay)."""
+        frozen = step < self.freeze_last_layer_steps
+        flat = flax.traverse_util.flatten_dict(updates)
+        return flax.traverse_util.unflatten_dict(
+            {k: jnp.where(frozen, jnp.zeros_like(u), u) if "last_layer" in k else u
+             for k, u in flat.items()})
+
 
 def make(cfg, ctx: MethodContext) -> DINO:
     """cfg: config.dino (proj_hidden, bottleneck_dim, num_prototypes, norm_last_layer,
     student_temperature, teacher_temperature, warmup_teacher_temperature,
-    warmup_teacher_temperature_epochs, center_momentum, tau_base)."""
+    warmup_teacher_temperature_epochs, center_momentum, tau_base, freeze_last_layer_epochs)."""
     head = DINOHead(num_prototypes=cfg.num_prototypes, hidden_dim=cfg.proj_hidden,
                     bottleneck_dim=cfg.bottleneck_dim, norm_last_layer=cfg.norm_last_layer,
                     dtype=ctx.dtype)
@@ -127,4 +139,5 @@ def make(cfg, ctx: MethodContext) -> DINO:
                 teacher_temperature=teacher_temperature_schedule(
                     cfg.warmup_teacher_temperature, cfg.teacher_temperature, warmup_steps),
                 student_temperature=cfg.student_temperature,
-                center_momentum=cfg.center_momentum, num_prototypes=cfg.num_prototypes)
+                center_momentum=cfg.center_momentum, num_prototypes=cfg.num_prototypes,
+                freeze_last_layer_steps=round(cfg.freeze_last_layer_epochs * ctx.steps_per_epoch))

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from effssl_jax import schedules
 from effssl_jax.augment import ViewConfig
-from effssl_jax.methods.base import MethodContext, l2_normalize
+from effssl_jax.methods.base import MethodContext, MethodDefaults, l2_normalize
 from effssl_jax.models.heads import MLP, SSLNet
 
 QUEUE_SEED = 0
@@ -46,7 +46,7 @@ def info_nce(q, k, queue, temperature):
 
 
 @dataclasses.dataclass(frozen=True)
-class MoCoV2Plus:
+class MoCoV2Plus(MethodDefaults):
     net: nn.Module
     target_net: nn.Module
     ema_schedule: Callable

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from effssl_jax.augment import ViewConfig
-from effssl_jax.methods.base import MethodContext, l2_normalize, Stateless
+from effssl_jax.methods.base import MethodContext, l2_normalize, MethodDefaults
 from effssl_jax.models.heads import MLP, SSLNet
 
 
@@ -36,7 +36,7 @@ def nt_xent(z_a, z_b, temperature):
 
 
 @dataclasses.dataclass(frozen=True)
-class SimCLR(Stateless):
+class SimCLR(MethodDefaults):
     net: nn.Module
     view_configs: tuple[ViewConfig, ViewConfig]
     temperature: float

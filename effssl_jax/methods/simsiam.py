@@ -6,12 +6,12 @@ import dataclasses
 import flax.linen as nn
 
 from effssl_jax.augment import ViewConfig
-from effssl_jax.methods.base import MethodContext, negative_cosine, Stateless
+from effssl_jax.methods.base import MethodContext, negative_cosine, MethodDefaults
 from effssl_jax.models.heads import MLP, SSLNet
 
 
 @dataclasses.dataclass(frozen=True)
-class SimSiam(Stateless):
+class SimSiam(MethodDefaults):
     net: nn.Module
     view_configs: tuple[ViewConfig, ViewConfig]
     target_net: None = None
