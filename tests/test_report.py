@@ -47,3 +47,16 @@ def test_baseline_flag_and_cost_curve(two_runs, tmp_path):
     assert [p[0] for p in points] == [m["knn_top1"] for m in run.knn_rows]
     assert points[0][1] == 0.0 and points[-1][1] == pytest.approx(run.summary["total_pflops"])
     assert all(a[1] < b[1] and a[2] < b[2] for a, b in zip(points, points[1:]))
+
+
+def test_cost_curve_of_runs_logged_without_cost_fields(two_runs):
+    """Runs from before eval lines carried pflops/train_time_s: the curve is rebuilt from the
+    logged steps (every step logged here, so the PFLOPs agree with the recorded ones)."""
+    run = report.load_run(two_runs[1])
+    recorded = report._cumulative_cost(run)
+    for m in run.metrics:
+        m.pop("pflops", None), m.pop("train_time_s", None), m.pop("wall_clock_s", None)
+    rebuilt = report._cumulative_cost(run)
+    assert [p[0] for p in rebuilt] == [p[0] for p in recorded]
+    assert [p[1] for p in rebuilt] == pytest.approx([p[1] for p in recorded], rel=1e-6)
+    assert rebuilt[-1][2] > 0
