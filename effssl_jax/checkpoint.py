@@ -1,7 +1,10 @@
 """Orbax checkpoints of the train state plus a small JSON of run metadata, in WORKDIR/checkpoints.
 
-The data order is a function of the step (data/pipeline.py), so the step in the state is the
-iterator state; the metadata carries what the summary accumulates (FLOPs, wall-clock).
+The data order is a function of the step (data/loader.py), so the step in the state determines
+the iterator; the metadata also carries the data iterator's own state (`meta["data_iterator"]`:
+grain's iterator state, the next step and the order's fingerprint, checked on restore; identical
+on every host, since each host's position is the step) and what the summary accumulates (FLOPs,
+wall-clock).
 """
 from __future__ import annotations
 
