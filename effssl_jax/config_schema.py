@@ -11,6 +11,7 @@ import ml_collections
 SCHEDULES = ("cosine", "warmup_cosine", "one_cycle", "f1clr", "constant", "exponential")
 RESOLUTION_SCHEDULES = ("fixed", "progressive", "super_progressive")
 DTYPES = ("auto", "float32", "bfloat16")
+DATA_LOADERS = ("auto", "memory", "grain")
 
 
 class ConfigError(ValueError):
@@ -24,15 +25,23 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.method = "simsiam"
 
-    # Data. dataset: 'synthetic' | 'imagenette' | 'folder:PATH' | a TFDS name.
+    # Data (data/datasets.py holds the table of named datasets: splits, classes, statistics).
+    # dataset: 'synthetic' | 'imagenette' | 'imagenet2012' | 'stl10' | 'cifar10' (TFDS, prepared
+    # in data_dir; imagenette also as an image folder with train/ and val/) | 'folder:PATH' (image
+    # folder, or one packed by `python -m effssl_jax.data.prepare`) | 'tfds:NAME[/CONFIG]'.
     c.dataset = "synthetic"
     c.data_dir = ""
-    c.image_size = 0  # host decode size; 0: the largest resolution the run uses
+    c.image_size = 0  # host image size; 0: per bucket (streaming) / the largest one (in memory)
     c.synthetic_train_size = 10000
     c.synthetic_test_size = 2000
     c.batch_size = 128  # global, across all devices and hosts
     c.epochs = 800
-    c.prefetch = 2
+    c.prefetch = 2  # batches decoded ahead of the train step
+    c.data = ml_collections.ConfigDict()
+    c.data.loader = "auto"  # 'auto' (memory for synthetic, else grain) | 'memory' | 'grain'
+    c.data.threads = 0  # grain decode threads per host; 0: min(16, CPUs)
+    c.data.processes = 0  # grain worker processes (mp_prefetch); 0: threads only
+    c.data.host_margin = 8 / 7  # host image side / train resolution (224 -> 256) for the crop
 
     c.model = ml_collections.ConfigDict()
     c.model.arch = "resnet50"
@@ -115,6 +124,17 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     if c.batch_size % num_devices:
         _fail(f"batch_size={c.batch_size} is not divisible by the {num_devices} devices; "
               f"set --config.batch_size to a multiple of {num_devices}")
+    d = c.data
+    if d.loader not in DATA_LOADERS:
+        _fail(f"data.loader={d.loader!r} is unknown; valid: {', '.join(DATA_LOADERS)}")
+    if d.threads < 0 or d.processes < 0:
+        _fail("data.threads and data.processes must be >= 0 (0: default)")
+    if d.host_margin < 1:
+        _fail(f"data.host_margin={d.host_margin} must be >= 1 (host image at least the resolution)")
+    if c.image_size < 0:
+        _fail(f"image_size={c.image_size} must be >= 0 (0: automatic)")
+    from effssl_jax.data import datasets  # pure Python; raises DataError for unknown names
+    datasets.parse(c.dataset)
     if c.epochs <= 0:
         _fail(f"epochs={c.epochs} must be positive")
     if c.optim.schedule not in SCHEDULES:

@@ -12,7 +12,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from effssl_jax import (augment, checkpoint, config_schema, evaluate, methods, optim, plan as
                         plan_lib, progressive, run_log)
-from effssl_jax.data import pipeline
+from effssl_jax.data import loader as loader_lib, pipeline
 from effssl_jax.models import resnet
 from effssl_jax.train_step import CompiledSteps, StepSpec, create_state, data_mesh, flops_of, \
     make_step_fn
@@ -120,9 +120,8 @@ def run(config, workdir: str, stop=None) -> dict:
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
 
-    train_ds = pipeline.load_split(config, "train", image_size)
-    eval_ds = pipeline.load_split(config, "eval", image_size)
-    plan, method, tx, init, abstract = build_state(config, mesh, dtype, len(train_ds))
+    train_data, train_ds, eval_ds = pipeline.open_run_data(config, image_size)
+    plan, method, tx, init, abstract = build_state(config, mesh, dtype, len(train_data))
     logging.info("plan:\n%s", plan.describe())
     if jax.process_index() == 0:
         print(plan.describe(), flush=True)
@@ -150,9 +149,9 @@ def run(config, workdir: str, stop=None) -> dict:
 
     steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract)
     local_batch = config.batch_size // jax.process_count()
-    produce = lambda step: pipeline.local_batch(train_ds, step, config.batch_size, config.seed,
-                                                jax.process_index(), jax.process_count())
-    prefetch = pipeline.Prefetcher(produce, start, plan.total_steps, config.prefetch)
+    loader = pipeline.make_loader(config, train_data, plan, jax.process_index(),
+                                  jax.process_count())
+    loader.restore(start, meta.get("data_iterator"))
     bar = run_log.progress_bar(plan.total_steps, start, config.progress_bar and
                                jax.process_index() == 0)
     pending = run_log.PendingMetrics()
@@ -176,10 +175,11 @@ def run(config, workdir: str, stop=None) -> dict:
         return False
 
     try:
-        for step, local_images in prefetch:
+        for step, local_images in loader:
             stage = plan.stage(step)
             spec = StepSpec(stage.resolution, plan.num_views,
-                            plan.selection_resolution(stage.resolution), image_size, local_batch,
+                            plan.selection_resolution(stage.resolution), local_images.shape[1],
+                            local_batch,
                             config.hard_augment.extra_targets)
             with pending.paused(), clock.excluded("compile_s"):
                 compiled = steps.get(spec)
@@ -215,9 +215,10 @@ def run(config, workdir: str, stop=None) -> dict:
                     if write_pending():
                         break
                     clock.update()
+                    meta["data_iterator"] = loader.state()
                     ckpt.save(done, state, meta)
     finally:
-        prefetch.close()
+        loader.close()
         bar.close()
         ckpt.wait()
     clock.update()
@@ -267,6 +268,7 @@ def make_summary(config, plan, meta, steps, eval_flops, knn, step) -> dict:
         "gflops_per_step": {str(s.resolution): f / 1e9 for s, f in steps.flops.items()},
         "predicted_speedup_resolution": plan.predicted_speedup,
         "compiled_steps": steps.compile_count,
+        "skipped_images": len(loader_lib.SKIPPED),  # undecodable files met by this process
     }
     if config.compare_to:
         base = run_log.read_summary(config.compare_to)
