@@ -1,7 +1,7 @@
 """The paper's Table 3 scaled to this machine: trains the six rows of configs/imagenette_ablation.py
 one after another (each resumable: rerun the command to continue) and prints the table.
 
-    python benchmarks/imagenette_ablation.py                     # all rows, baseline 40 epochs
+    python benchmarks/imagenette_ablation.py                     # all rows, baseline 30 epochs
     python benchmarks/imagenette_ablation.py --epochs 10 --rows ca,f1clr+sp+ha
     python benchmarks/imagenette_ablation.py --table-only        # table from finished runs
 
@@ -68,7 +68,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=int, default=40, help="baseline epochs E (efficient: 0.6 E)")
+    ap.add_argument("--epochs", type=int, default=30, help="baseline epochs E (efficient: 0.6 E)")
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--data-dir", default=os.path.join(REPO, "..", "shared", "data",
                                                         "imagenette2-160"))
