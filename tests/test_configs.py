@@ -62,3 +62,13 @@ def test_recipe_trains(recipe, tmp_path):
     assert 0.0 <= summary["knn_top1"] <= 1.0 and summary["total_pflops"] > 0
     assert summary["compiled_steps"] == 2 and summary["selection_pflops"] > 0  # SP buckets, HA
     assert any("ema_tau" in r for r in rows) == (config.method in ("byol", "mocov2plus", "dino"))
+
+
+def test_quickstart_runs_a_recipe_on_its_budget():
+    config = costs.load_config(os.path.join(ROOT, "configs", "quickstart.py") + ":byol_f1clr")
+    assert config.method == "byol" and config.optim.schedule == "f1clr"
+    assert config.optim.warmup_epochs == pytest.approx(80 / 480 * 20)
+    plan = plan_lib.make_plan(config, config.synthetic_train_size)
+    assert plan.resolutions == (16, 24, 32) and plan.resolution(0) == 32
+    assert config.hard_augment.enabled and config.hard_augment.r_sel == 16
+    assert (config.batch_size, config.epochs, config.model.width) == (64, 20, 32)
