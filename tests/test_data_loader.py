@@ -270,3 +270,30 @@ def test_training_on_a_folder_with_bad_images(tmp_path):
     assert "cmyk.jpg" not in r.stderr and "gray.png" not in r.stderr
     losses = [json.loads(l)["loss"] for l in open(workdir / "metrics.jsonl") if '"loss"' in l]
     assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_training_resumes_the_grain_stream_exactly(tmp_path):
+    """A run stopped after its step-1 checkpoint and rerun logs the losses of the uninterrupted
+    run: the grain iterator state in the checkpoint puts the stream back at step 1."""
+    from tests.tiny import tiny_config
+    from effssl_jax import train
+
+    src = _cut_imagenette(tmp_path / "data", per_class=4)  # 8 train images: one step per epoch
+    c = tiny_config()
+    c.dataset, c.progress_bar, c.batch_size, c.epochs = f"folder:{src}", False, 8, 3
+    c.data.threads, c.log_every_steps, c.checkpoint_every_steps = 2, 1, 1
+    c.eval.every_epochs, c.eval.at_init = 100.0, False
+
+    def losses(workdir):
+        rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+        return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+    train.run(c, str(tmp_path / "full"))
+    reference = losses(tmp_path / "full")
+    assert sorted(reference) == [1, 2, 3]
+    train.run(c, str(tmp_path / "cut"), stop=lambda record: record["step"] == 2)
+    meta = json.loads((tmp_path / "cut" / "checkpoints" / "1" / "meta" / "metadata").read_text())
+    assert not (tmp_path / "cut" / "checkpoints" / "2").exists()
+    assert meta["data_iterator"]["next_step"] == 1 and meta["data_iterator"]["grain"]
+    assert train.run(c, str(tmp_path / "cut"))["steps"] == 3
+    assert losses(tmp_path / "cut") == reference
