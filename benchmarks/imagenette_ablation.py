@@ -4,11 +4,15 @@ one after another (each resumable: rerun the command to continue) and prints the
     python benchmarks/imagenette_ablation.py                     # all rows, baseline 30 epochs
     python benchmarks/imagenette_ablation.py --epochs 10 --rows ca,f1clr+sp+ha
     python benchmarks/imagenette_ablation.py --table-only        # table from finished runs
+    python benchmarks/imagenette_ablation.py --table-only --time-steps   # + step-time speed-ups
 
 Writes RUNS/<row>/ (workdirs) and OUT/{table.md,table.csv} plus the report plots when
 effssl_jax.report is available. Speed-ups are against the `ca` row: FLOPs from XLA's cost
 analysis of each compiled step, wall-clock from the runs' train_time_s (compile, evaluation and
-checkpoint time excluded).
+checkpoint time excluded). On a shared machine the runs' wall-clock is skewed by whatever else
+ran meanwhile; --time-steps therefore also times every row's compiled bucket steps side by side
+(interleaved rounds, median) and predicts each row's training time as the sum over buckets of
+steps x step time: the "step-time speed-up" column.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import sys
 ROWS = ("ca", "f1clr", "ca+ha", "f1clr+sp", "f1clr+ha", "f1clr+sp+ha")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = ("row", "epochs", "kNN init %", "kNN %", "PFLOPs", "FLOP speed-up", "train time s",
-           "wall-clock speed-up", "eq. 9 M", "selection overhead")
+           "wall-clock speed-up", "step-time speed-up", "eq. 9 M", "selection overhead")
 
 
 def run_row(row: str, epochs: int, runs: str, data_dir: str) -> str:
@@ -38,7 +42,57 @@ def run_row(row: str, epochs: int, runs: str, data_dir: str) -> str:
     return workdir
 
 
-def table(workdirs: dict[str, str]) -> list[dict]:
+def step_times(workdirs: dict[str, str], epochs: int, rounds: int = 5) -> dict[str, float]:
+    """Predicted training seconds of each finished row from its steps per bucket and the median
+    time of its compiled bucket steps, all steps timed interleaved in this process."""
+    import statistics
+    import time
+
+    import jax
+    import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from effssl_jax import costs, train
+    from effssl_jax.data import loader
+    from effssl_jax.train_step import CompiledSteps, StepSpec, data_mesh, make_step_fn
+
+    mesh = data_mesh(jax.devices()[:1])
+    timed = {}  # StepSpec -> [compiled step, state, images, times]; shared by rows (same cost)
+    row_steps = {}  # row -> [(StepSpec, steps run)]
+    for row, d in workdirs.items():
+        with open(os.path.join(d, "summary.json")) as f:
+            summary = json.load(f)
+        config = costs.load_config(
+            f"{os.path.join(REPO, 'configs', 'imagenette_ablation.py')}:{row},{epochs}")
+        dtype = train.compute_dtype(config.dtype)
+        plan, method, tx, init, abstract = train.build_state(config, mesh, dtype, 9469)
+        steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract)
+        row_steps[row] = []
+        for r, n in summary["steps_by_resolution"].items():
+            r = int(r)
+            host = loader.host_size(r, config.data.host_margin, config.image_size)
+            spec = StepSpec(r, plan.num_views, plan.selection_resolution(r), host,
+                            config.batch_size, config.hard_augment.extra_targets)
+            row_steps[row].append((spec, n))
+            if spec not in timed:
+                images = jax.device_put(np.random.default_rng(0).integers(
+                    0, 256, (config.batch_size, host, host, 3), dtype=np.uint8),
+                    NamedSharding(mesh, P("data")))
+                timed[spec] = [steps.get(spec), init(jax.random.key(0)), images, []]
+    for _ in range(rounds + 1):  # the first round warms up
+        for entry in timed.values():
+            step, state, images, times = entry
+            start = time.perf_counter()
+            entry[1], metrics = step(state, images, np.float32(5.0))
+            jax.block_until_ready(metrics)
+            times.append(time.perf_counter() - start)
+    median = {spec: statistics.median(entry[3][1:]) for spec, entry in timed.items()}
+    for spec, t in median.items():
+        print(f"{spec.resolution:4d} px, {spec.num_views} views: {1000 * t:7.1f} ms/step", flush=True)
+    return {row: sum(n * median[spec] for spec, n in pairs) for row, pairs in row_steps.items()}
+
+
+def table(workdirs: dict[str, str], predicted_seconds: dict[str, float] | None = None) -> list[dict]:
     summaries = {}
     for row, d in workdirs.items():
         path = os.path.join(d, "summary.json")
@@ -55,6 +109,8 @@ def table(workdirs: dict[str, str]) -> list[dict]:
             "FLOP speed-up": round(base["total_pflops"] / s["total_pflops"], 2) if base else "",
             "train time s": round(s["train_time_s"]),
             "wall-clock speed-up": round(base["train_time_s"] / s["train_time_s"], 2) if base else "",
+            "step-time speed-up": round(predicted_seconds["ca"] / predicted_seconds[row], 2)
+            if predicted_seconds and "ca" in predicted_seconds else "",
             "eq. 9 M": round(s["predicted_speedup_resolution"], 2),
             "selection overhead": f"{100 * s['selection_overhead']:.1f}%"})
     return rows
@@ -75,6 +131,8 @@ def main():
     ap.add_argument("--runs", default=os.path.join(REPO, "runs", "imagenette_ablation"))
     ap.add_argument("--out", default=os.path.join(REPO, "results", "imagenette_ablation"))
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--time-steps", action="store_true",
+                    help="also time every row's bucket steps side by side (a few minutes)")
     args = ap.parse_args()
     rows = args.rows.split(",")
     unknown = set(rows) - set(ROWS)
@@ -85,7 +143,10 @@ def main():
         for r in rows:
             run_row(r, args.epochs, args.runs, os.path.abspath(args.data_dir))
 
-    result = table(workdirs)
+    finished = {r: d for r, d in workdirs.items()
+                if os.path.exists(os.path.join(d, "summary.json"))}
+    predicted = step_times(finished, args.epochs) if args.time_steps and finished else None
+    result = table(workdirs, predicted)
     os.makedirs(args.out, exist_ok=True)
     md = markdown(result)
     print(md)
@@ -97,11 +158,10 @@ def main():
         w.writeheader()
         w.writerows(result)
     try:
-        from effssl_jax import report  # noqa: F401
+        import effssl_jax.report  # noqa: F401
     except ImportError:
         return
-    finished = [d for d in workdirs.values() if os.path.exists(os.path.join(d, "summary.json"))]
-    subprocess.run([sys.executable, "-m", "effssl_jax.report", *finished, "--out", args.out],
+    subprocess.run([sys.executable, "-m", "effssl_jax.report", *finished.values(), "--out", args.out],
                    check=False)
 
 
