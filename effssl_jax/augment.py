@@ -277,7 +277,16 @@ def augment_batch(key, images, out_size: int, magnitude, cfg: ViewConfig = ViewC
 
     Jit with ``static_argnames=("out_size", "cfg")``; magnitude stays traced.
     """
-    keys = jax.random.split(key, images.shape[0])
+    return augment_with_keys(view_keys(key, images.shape[0]), images, out_size, magnitude, cfg)
+
+
+def view_keys(key, batch_size: int):
+    """The per-sample keys augment_batch(key, ...) uses."""
+    return jax.random.split(key, batch_size)
+
+
+def augment_with_keys(keys, images, out_size: int, magnitude, cfg: ViewConfig = ViewConfig()):
+    """augment_image of each sample with its own key: keys [B], uint8 images [B, H, W, 3]."""
     return jax.vmap(lambda k, im: augment_image(k, im, out_size, magnitude, cfg))(keys, images)
 
 

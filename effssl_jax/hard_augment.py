@@ -1,8 +1,9 @@
 """Hard Augment (Sec. 3.3): score all C(n,2) view pairs at low resolution, keep the hardest.
 
-The selection pass runs the networks without gradients on views downsampled to r_sel, scores every
-pair with the method's own per-sample loss (`jax.vmap` over the pair index) and, per sample, picks
-the pair with the largest loss; that pair is then trained at the step's full resolution.
+The selection pass runs the networks without gradients on the n views rendered at r_sel, scores
+every pair with the method's own per-sample loss (`jax.vmap` over the pair index) and, per sample,
+picks the pair with the largest loss; only that pair is rendered at the step's full resolution and
+trained (train_step.render_selected).
 """
 from __future__ import annotations
 
@@ -47,11 +48,3 @@ def hardest_pairs(losses, num_views: int):
 def gather_views(views, index):
     """views [n, B, ...], index [B] -> [B, ...] with sample b taken from view index[b]."""
     return views[index, jnp.arange(views.shape[1])]
-
-
-def downsample(views, size: int):
-    """[n, B, r, r, C] -> [n, B, size, size, C] (antialiased), the selection-pass input."""
-    if views.shape[2] == size:
-        return views
-    n, b, _, _, c = views.shape
-    return jax.image.resize(views, (n, b, size, size, c), "linear", antialias=True)

@@ -53,6 +53,27 @@ class StepSpec:
     extra_targets: bool = False  # Table 9: unselected low-res views as extra targets
 
 
+def render_views(rng, images, magnitude, size: int, view_configs, n: int, dtype):
+    """n augmented, normalised views of uint8 images [B, H, W, 3] at `size`: [n, B, size, size, 3].
+    View v of sample i has its own key, so the same view can be rendered again at another size."""
+    views = [augment.augment_batch(jax.random.fold_in(rng, v), images, size, magnitude,
+                                   view_configs[v % 2]) for v in range(n)]
+    return augment.normalize(jnp.stack(views)).astype(dtype)
+
+
+def render_selected(rng, images, magnitude, size: int, view_configs, n: int, dtype, index):
+    """render_views(...)[index[i], i] for every sample i, rendering only that view: [B, size,
+    size, 3]. Hard Augment renders the n views at r_sel, and only the selected two at full size."""
+    batch = images.shape[0]
+    keys = jnp.stack([augment.view_keys(jax.random.fold_in(rng, v), batch) for v in range(n)])
+    keys = keys[index, jnp.arange(batch)]
+    x = augment.augment_with_keys(keys, images, size, magnitude, view_configs[0])
+    if view_configs[1] != view_configs[0]:  # asymmetric views (BYOL, DINO): odd views differ
+        odd = augment.augment_with_keys(keys, images, size, magnitude, view_configs[1])
+        x = jnp.where((index % 2 == 1)[:, None, None, None], odd, x)
+    return augment.normalize(x).astype(dtype)
+
+
 def _apply(net, params, batch_stats, x):
     out, updates = net.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
                              mutable=["batch_stats"])
@@ -65,10 +86,8 @@ def make_step_fn(method, tx, spec: StepSpec, dtype,
     net, target_net = method.net, method.target_net
     n, r = spec.num_views, spec.resolution
 
-    def make_views(rng, images, magnitude):
-        views = [augment.augment_batch(jax.random.fold_in(rng, v), images, r, magnitude,
-                                       method.view_configs[v % 2]) for v in range(n)]
-        return augment.normalize(jnp.stack(views)).astype(dtype)  # [n, B, r, r, 3]
+    make_views = lambda rng, images, magnitude, size: render_views(
+        rng, images, magnitude, size, method.view_configs, n, dtype)
 
     def targets(state, views):
         """Target outputs for a stack of views [k, B, ...] (no gradient), and its BN stats."""
@@ -82,9 +101,10 @@ def make_step_fn(method, tx, spec: StepSpec, dtype,
         outs = jax.tree.map(lambda *x: jnp.stack(x), *outs)
         return jax.lax.stop_gradient(outs), stats
 
-    def select(state, views, step):
-        """Hard Augment: the hardest pair per sample, scored at r_sel without gradients."""
-        small = hard_augment.downsample(views, spec.r_sel)
+    def select(state, rng, images, magnitude, step):
+        """Hard Augment: the n views rendered at r_sel are scored without gradients; the
+        hardest pair of each sample is returned at full resolution."""
+        small = make_views(rng, images, magnitude, spec.r_sel)
         fwd = lambda p, s, x: _apply(net, p, s, x)[0]
         online = jax.vmap(fwd, in_axes=(None, None, 0))(state.params, state.batch_stats, small)
         target = None
@@ -95,7 +115,11 @@ def make_step_fn(method, tx, spec: StepSpec, dtype,
         losses = jax.lax.stop_gradient(
             hard_augment.pair_losses(loss_fn, online, target, n))  # [P, B]
         a, b = hard_augment.hardest_pairs(losses, n)
-        pair = jnp.stack([hard_augment.gather_views(views, a), hard_augment.gather_views(views, b)])
+        if spec.r_sel == r:
+            pair = jnp.stack([hard_augment.gather_views(small, a), hard_augment.gather_views(small, b)])
+        else:
+            pair = jnp.stack([render_selected(rng, images, magnitude, r, method.view_configs, n,
+                                              dtype, index) for index in (a, b)])
         stats = {"ha_selected_loss": jnp.max(losses, 0).mean(), "ha_mean_loss": losses.mean()}
         unselected = (jnp.arange(n)[:, None] != a) & (jnp.arange(n)[:, None] != b)  # [n, B]
         extra = jax.lax.stop_gradient((online, target, unselected))
@@ -118,10 +142,11 @@ def make_step_fn(method, tx, spec: StepSpec, dtype,
     def step_fn(state: TrainState, images, magnitude):
         step = state.step
         rng = jax.random.fold_in(state.rng, step)
-        views = make_views(rng, images, magnitude)
         metrics, extra = {}, None
         if n > 2:
-            views, metrics, extra = select(state, views, step)
+            views, metrics, extra = select(state, rng, images, magnitude, step)
+        else:
+            views = make_views(rng, images, magnitude, r)
         target_out, target_stats = targets(state, views)
         ta = tb = None
         if target_out is not None:

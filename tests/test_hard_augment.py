@@ -1,11 +1,13 @@
-"""Hard Augment selection: vmapped pair scoring equals an unrolled loop and a brute-force argmax."""
+"""Hard Augment selection: vmapped pair scoring equals an unrolled loop and a brute-force argmax;
+the selected views rendered at full size are the views that were scored."""
 import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from effssl_jax import hard_augment
+from effssl_jax import augment, hard_augment, train_step
+from effssl_jax.methods import byol
 from effssl_jax.methods.base import negative_cosine
 
 
@@ -50,11 +52,25 @@ def test_selection_equals_brute_force_python_loop():
     assert len(set(zip(np.asarray(a), np.asarray(b)))) > 1  # selection varies per sample
 
 
-def test_gather_and_downsample():
+def test_gather_views():
     views = jnp.arange(3 * 4 * 2 * 2 * 1, dtype=jnp.float32).reshape(3, 4, 2, 2, 1)
     picked = hard_augment.gather_views(views, jnp.array([2, 0, 1, 2]))
     for s, v in enumerate([2, 0, 1, 2]):
         np.testing.assert_array_equal(picked[s], views[v, s])
-    big = jnp.ones((2, 3, 16, 16, 3))
-    assert hard_augment.downsample(big, 8).shape == (2, 3, 8, 8, 3)
-    assert hard_augment.downsample(big, 16) is big
+
+
+def test_selected_views_are_the_views_rendered_at_full_size():
+    """Rendering only the selected view of each sample gives exactly that view of all n rendered
+    at full size, also with BYOL's asymmetric view pair (odd views: other blur, solarisation);
+    the same keys at r_sel give the same crop at low resolution."""
+    images = np.random.default_rng(0).integers(0, 256, (6, 24, 24, 3), dtype=np.uint8)
+    configs = byol.asymmetric_views(augment.ViewConfig())
+    rng, n = jax.random.key(3), 4
+    index = jnp.array([0, 1, 2, 3, 1, 2])
+    full = train_step.render_views(rng, images, 5.0, 16, configs, n, jnp.float32)
+    picked = train_step.render_selected(rng, images, 5.0, 16, configs, n, jnp.float32, index)
+    np.testing.assert_allclose(picked, hard_augment.gather_views(full, index), atol=1e-6)
+    assert not np.allclose(picked, full[0])  # the index mattered
+    small = train_step.render_views(rng, images, 5.0, 8, configs, n, jnp.float32)
+    shrunk = jax.image.resize(full, small.shape, "linear", antialias=True)
+    assert np.abs(small - shrunk).mean() < 0.25 * np.abs(small - jnp.roll(shrunk, 1, 1)).mean()
