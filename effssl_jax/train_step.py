@@ -116,7 +116,7 @@ def make_step_fn(method, tx, spec: StepSpec, dtype,
             hard_augment.pair_losses(loss_fn, online, target, n))  # [P, B]
         a, b = hard_augment.hardest_pairs(losses, n)
         if spec.r_sel == r:
-            pair = jnp.stack([hard_augment.gather_views(small, a), hard_augment.gather_views(small, b)])
+            pair = jnp.stack([hard_augment.gather_views(small, index) for index in (a, b)])
         else:
             pair = jnp.stack([render_selected(rng, images, magnitude, r, method.view_configs, n,
                                               dtype, index) for index in (a, b)])
