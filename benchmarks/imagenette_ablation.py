@@ -26,6 +26,7 @@ import sys
 
 ROWS = ("ca", "f1clr", "ca+ha", "f1clr+sp", "f1clr+ha", "f1clr+sp+ha")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # configs/ and this checkout's effssl_jax
 COLUMNS = ("row", "epochs", "kNN init %", "kNN %", "PFLOPs", "FLOP speed-up", "train time s",
            "wall-clock speed-up", "step-time speed-up", "eq. 9 M", "selection overhead")
 
