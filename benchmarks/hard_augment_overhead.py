@@ -38,9 +38,9 @@ def main():
     import jax
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from effssl_jax import config_schema, optim, plan as plan_lib, progressive
-    from effssl_jax.train import build_method, compute_dtype
-    from effssl_jax.train_step import CompiledSteps, StepSpec, create_state, data_mesh, \
+    from effssl_jax import config_schema, progressive
+    from effssl_jax.train import build_state, compute_dtype
+    from effssl_jax.train_step import CompiledSteps, StepSpec, data_mesh, \
         make_step_fn
 
     resolutions = [int(r) for r in args.resolutions.split(',')]
@@ -49,14 +49,8 @@ def main():
     c.model.arch, c.batch_size = args.arch, args.batch
     c.progressive.r_max = host
     dtype = compute_dtype(args.dtype)
-    plan = plan_lib.make_plan(c, 10 * args.batch)
-    method = build_method(c, dtype, plan.steps_per_epoch, plan.total_steps)
-    tx = optim.sgd(plan.lr, plan.momentum, c.optim.weight_decay, False)
     mesh = data_mesh(jax.devices()[:1])
-    repl = NamedSharding(mesh, P())
-    init = jax.jit(lambda k: create_state(method, tx, k, host), out_shardings=repl)
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
-                            jax.eval_shape(init, jax.random.key(0)))
+    plan, method, tx, init, abstract = build_state(c, mesh, dtype, 10 * args.batch)
     steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract)
     images = jax.device_put(np.random.default_rng(0).integers(0, 256, (args.batch, host, host, 3),
                                                               dtype=np.uint8),

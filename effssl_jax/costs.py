@@ -13,8 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from effssl_jax import optim, plan as plan_lib
-from effssl_jax.train_step import StepSpec, create_state, data_mesh, make_step_fn
+from effssl_jax.train_step import StepSpec, data_mesh, make_step_fn
 
 
 def load_config(path_and_arg: str):
@@ -27,16 +26,10 @@ def load_config(path_and_arg: str):
 
 
 def plan_flops(config, num_examples: int) -> dict:
-    from effssl_jax.train import build_method  # train imports this module's users, not vice versa
+    from effssl_jax.train import build_state  # train imports this module's users, not vice versa
 
-    plan = plan_lib.make_plan(config, num_examples)
-    method = build_method(config, jnp.float32, plan.steps_per_epoch, plan.total_steps)
-    tx = optim.from_config(config.optim, plan.lr, plan.momentum)
     mesh = data_mesh(jax.devices()[:1])
-    repl = NamedSharding(mesh, P())
-    state = jax.eval_shape(lambda: create_state(method, tx, jax.random.key(0),
-                                                config.progressive.r_max))
-    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
+    plan, method, tx, _, state = build_state(config, mesh, jnp.float32, num_examples)
     host = config.image_size or config.progressive.r_max
     images = jax.ShapeDtypeStruct((config.batch_size, host, host, 3), jnp.uint8,
                                   sharding=NamedSharding(mesh, P("data")))
