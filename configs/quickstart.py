@@ -10,13 +10,12 @@ SimCLR rather than SimSiam: on this budget (640 steps) SimSiam's kNN stays near 
 quickstart's data, network and budget: the recipe's method, lr schedule (warm-up as the same
 fraction of training), Super Progressive Learning (16 -> 32 px in 8 px buckets) and Hard Augment
 (views scored at 16 px), with batch 64 for the methods without negatives (twice the steps
-for the same images; measured below).
+for the same images). Measured with `:byol_f1clr`: kNN 18.1% -> 16.6% after 20 epochs at lr 0.05
+(12.6% at epoch 10 with the recipe's 0.2): BYOL does not learn on this budget, SimCLR does.
 """
 import importlib
 
 from effssl_jax.config_schema import default_config
-
-R_MAX = 32
 
 
 def get_config(arg=None):
@@ -36,7 +35,7 @@ def get_config(arg=None):
     c.optim.schedule = "cosine"
     c.optim.lr = 0.1
     c.optim.weight_decay = 5e-4
-    c.progressive.r_max = R_MAX
+    c.progressive.r_max = 32
     c.eval.every_epochs = 5
     c.eval.crop_fraction = 1.0
     c.eval.knn_k = 20

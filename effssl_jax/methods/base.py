@@ -10,7 +10,8 @@ A method is a small frozen dataclass with:
   update_state(state, online_a, online_b, target_a, target_b, step) -> new state
   adjust_updates(updates, step) -> the optimiser's parameter updates, changed where the method
                                    freezes part of its network (DINO's last layer)
-`MethodDefaults` provides the stateless, nothing-frozen versions. Methods know nothing of data, optimisers or devices.
+`MethodDefaults` provides the stateless, nothing-frozen versions.
+Methods know nothing of data, optimisers or devices.
 """
 from __future__ import annotations
 
