@@ -1,13 +1,14 @@
-"""Time to get each bucket's compiled train step, with a cold and with a warm persistent cache.
+"""Time to get each bucket's compiled train step, with cold and warm caches.
 
     python benchmarks/compile_time.py                                 # ResNet-18, 96..224 px
     python benchmarks/compile_time.py --arch resnet50 --hard-augment
 
-Runs the trainer's own `CompiledSteps.get` (trace, lower, compile; with Hard Augment also the
-selection-free lowering used for its FLOP share) for every bucket, twice, each in a fresh
-process: first with an empty persistent compilation cache (cold), then with the cache the
-first process filled (warm, as a resumed run or a sibling run with the same shapes sees it).
-Prints seconds per bucket, split into trace+lower and compile (XLA compile or cache load).
+Runs the trainer's own `CompiledSteps.get` for every bucket, three times, each in a fresh
+process: (1) cold: empty caches, so it traces, lowers and compiles (with Hard Augment also the
+selection-free lowering used for its FLOP share); (2) warm XLA cache: the persistent compilation
+cache the first process filled, as a sibling run with the same shapes sees it (traces and lowers,
+loads the executable); (3) warm step cache: the serialised steps the first process wrote, as a
+resumed run sees them (loads, no tracing). Prints seconds per bucket.
 """
 
 import argparse
@@ -48,17 +49,16 @@ def child(args):
     abstract = jax.eval_shape(lambda: create_state(method, tx, jax.random.key(0), max(resolutions)))
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
                             abstract)
-    steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract)
+    steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract,
+                          os.path.join(args.cache, 'steps') if args.step_cache else None,
+                          'benchmark')
     n = 6 if args.hard_augment else 2
     out = {}
     for r in resolutions:
         spec = StepSpec(r, n, 64, max(resolutions), args.batch)
         t = time.perf_counter()
-        steps._lower(spec)
-        lower_s = time.perf_counter() - t
-        t = time.perf_counter()
         steps.get(spec)
-        out[r] = {'lower_s': lower_s, 'get_s': time.perf_counter() - t}
+        out[r] = {'get_s': time.perf_counter() - t, 'loaded': spec in steps.loaded}
     print('RESULT ' + json.dumps(out), flush=True)
 
 
@@ -71,6 +71,7 @@ def main():
     ap.add_argument('--hard-augment', action='store_true', help='6 views scored at 64 px')
     ap.add_argument('--cache', default=None, help='cache folder (default: a new temporary one)')
     ap.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
+    ap.add_argument('--step-cache', action='store_true', help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args)
@@ -80,21 +81,23 @@ def main():
                 '--arch', args.arch, '--batch', str(args.batch), '--resolutions',
                 args.resolutions] + (['--hard-augment'] if args.hard_augment else [])
         runs = {}
-        for name in ('cold', 'warm'):
+        for name, flag in (('cold', ['--step-cache']), ('warm XLA cache', []),
+                           ('warm step cache', ['--step-cache'])):
             t = time.perf_counter()
-            res = subprocess.run(argv, capture_output=True, text=True)
+            res = subprocess.run(argv + flag, capture_output=True, text=True)
             if res.returncode:
                 sys.exit(f'{name} run failed:\n{res.stderr[-3000:]}')
             line = [l for l in res.stdout.splitlines() if l.startswith('RESULT ')][-1]
             runs[name] = json.loads(line[7:])
-            print(f'{name} cache: process {time.perf_counter() - t:.1f} s', flush=True)
+            print(f'{name}: process {time.perf_counter() - t:.1f} s', flush=True)
     print(f"\n{args.arch}, batch {args.batch}, {'6 views (HA, r_sel 64)' if args.hard_augment else '2 views'}; "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '(cpu_flags default)')!r}\n")
-    print('| res | cold: trace+lower s | cold: total s | warm: trace+lower s | warm: total s |')
-    print('|---|---|---|---|---|')
+    print('| res | cold s | warm XLA cache s | warm step cache s |')
+    print('|---|---|---|---|')
     for r in runs['cold']:
-        c, w = runs['cold'][r], runs['warm'][r]
-        print(f"| {r} | {c['lower_s']:.2f} | {c['get_s']:.2f} | {w['lower_s']:.2f} | {w['get_s']:.2f} |")
+        c, x, w = (runs[k][r] for k in runs)
+        assert w['loaded'] and not c['loaded'] and not x['loaded'], (c, x, w)
+        print(f"| {r} | {c['get_s']:.2f} | {x['get_s']:.2f} | {w['get_s']:.2f} |")
 
 
 if __name__ == '__main__':

@@ -5,7 +5,8 @@ workdir's checkpoint:
 
     python -m effssl_jax.evaluate --workdir DIR [--protocol knn|linear|all] [--step N]
 
-extracts centre-cropped backbone features of the train split (memory bank / probe training set)
+extracts centre-cropped backbone features of the labelled bank split (kNN memory bank / probe
+training set: the train split, or STL-10's labelled train split)
 and the eval split once, runs the requested protocols and appends one record to DIR/eval.json.
 """
 from __future__ import annotations
@@ -247,20 +248,21 @@ def evaluate_workdir(workdir: str, protocols=("knn", "linear"), step: int | None
     WORKDIR/eval.json (write=True) and returns it. knn_settings: [(k, temperature), ...]
     (default: the config's, then solo-learn's k=20, T=0.07)."""
     from effssl_jax import train
-    from effssl_jax.data import pipeline
+    from effssl_jax.data import datasets, pipeline
 
     config = train.load_config(workdir)
     eval_res, image_size = train.sizes(config)
-    train_ds = pipeline.load_split(config, "train", image_size)
+    train_ds = pipeline.load_split(config, "bank", image_size)
     eval_ds = pipeline.load_split(config, "eval", image_size)
+    num_pretrain = pipeline.pretrain_size(config)
     config, method, variables, ckpt_step, mesh, dtype = restore_variables(
-        workdir, step, len(train_ds))
+        workdir, step, num_pretrain)
     fn = make_feature_fn(method.net, mesh, eval_res, config.eval.crop_fraction, dtype,
                          normalize=False)
     t0 = time.perf_counter()
     train_x, eval_x = (extract_features(fn, variables, d.images, config.eval.batch_size, mesh)
                        for d in (train_ds, eval_ds))
-    steps_per_epoch = len(train_ds) // config.batch_size
+    steps_per_epoch = num_pretrain // config.batch_size
     record = {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint_step": ckpt_step, "epoch": ckpt_step / max(steps_per_epoch, 1),
@@ -279,7 +281,7 @@ def evaluate_workdir(workdir: str, protocols=("knn", "linear"), step: int | None
             scores = knn_classify(bank, train_ds.labels, queries, k=k, temperature=temperature,
                                   num_classes=train_ds.num_classes)
             record["knn"].append({"k": k, "temperature": temperature, "weighting": "exp(cos/T)",
-                                  "memory_bank": "train split",
+                                  "memory_bank": f"{datasets.info_for(config.dataset).bank_split} split",
                                   **topk_accuracy(scores, eval_ds.labels)})
     if "linear" in protocols:
         record["linear"] = linear_probe(train_x, train_ds.labels, eval_x, eval_ds.labels,

@@ -15,7 +15,7 @@ from effssl_jax import (augment, checkpoint, config_schema, evaluate, methods, o
 from effssl_jax.data import loader as loader_lib, pipeline
 from effssl_jax.models import resnet
 from effssl_jax.train_step import CompiledSteps, StepSpec, create_state, data_mesh, flops_of, \
-    make_step_fn
+    make_step_fn, step_fingerprint
 
 
 def compute_dtype(name: str):
@@ -35,17 +35,19 @@ def build_method(config, dtype, steps_per_epoch: int, total_steps: int):
         dtype=dtype, steps_per_epoch=steps_per_epoch, total_steps=total_steps))
 
 
-def enable_compilation_cache(workdir: str) -> None:
-    """Persistent XLA cache next to the workdir: a resumed run (or a sibling run with the same
-    shapes) loads its buckets' executables instead of recompiling them."""
+def enable_compilation_cache(workdir: str) -> str:
+    """Persistent XLA cache next to the workdir: a sibling run with the same shapes loads its
+    buckets' executables instead of recompiling them (it still traces and lowers them); a resumed
+    run loads its serialised steps from the returned folder without tracing (CompiledSteps)."""
     cache = os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache")
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return os.path.join(cache, "steps")
 
 
 class Evaluator:
-    """Online kNN on backbone features of the held-out split (train split as the memory bank)."""
+    """Online kNN on backbone features of the held-out split (the labelled bank split as memory bank)."""
 
     def __init__(self, config, method, mesh, train_ds, eval_ds, resolution, dtype, abstract_vars):
         self.config, self.mesh = config, mesh
@@ -114,7 +116,7 @@ def run(config, workdir: str, stop=None) -> dict:
     mesh = data_mesh()
     config_schema.validate(config, num_devices=mesh.devices.size)
     os.makedirs(workdir, exist_ok=True)
-    enable_compilation_cache(workdir)
+    step_cache = enable_compilation_cache(workdir)
     dtype = compute_dtype(config.dtype)
     eval_res, image_size = sizes(config)
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -147,7 +149,8 @@ def run(config, workdir: str, stop=None) -> dict:
         log.write({"step": 0, "epoch": 0.0, "knn_top1": knn, "pflops": 0.0, "train_time_s": 0.0})
         print(f"kNN top-1 at initialisation: {100 * knn:.2f}%", flush=True)
 
-    steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract)
+    steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract,
+                          step_cache, step_fingerprint(config, len(train_data)))
     local_batch = config.batch_size // jax.process_count()
     loader = pipeline.make_loader(config, train_data, plan, jax.process_index(),
                                   jax.process_count())
@@ -267,7 +270,8 @@ def make_summary(config, plan, meta, steps, eval_flops, knn, step) -> dict:
         "steps_by_resolution": meta["steps_by_resolution"],
         "gflops_per_step": {str(s.resolution): f / 1e9 for s, f in steps.flops.items()},
         "predicted_speedup_resolution": plan.predicted_speedup,
-        "compiled_steps": steps.compile_count,
+        "compiled_steps": steps.compile_count - len(steps.loaded),
+        "loaded_steps": len(steps.loaded),  # serialised steps of an earlier process (resume)
         "skipped_images": len(loader_lib.SKIPPED),  # undecodable files met by this process
     }
     if config.compare_to:

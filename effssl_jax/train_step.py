@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
+import os
+import pickle
 from typing import Any, Callable
 
 import flax.struct
@@ -9,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import serialize_executable
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from effssl_jax import augment, hard_augment
@@ -190,15 +195,24 @@ def data_mesh(devices=None) -> Mesh:
 
 class CompiledSteps:
     """The compiled train steps, keyed by StepSpec: each is lowered and compiled exactly once, and
-    its FLOPs (XLA cost analysis) recorded."""
+    its FLOPs (XLA cost analysis) recorded.
 
-    def __init__(self, make_fn: Callable[[StepSpec], Callable], mesh: Mesh, state_shapes):
+    With `cache_dir`, each compiled step is also serialised there, keyed by `fingerprint` (what
+    the step's code and constants depend on: see `step_fingerprint`), the spec, the state's
+    shapes, the devices and the JAX/XLA versions; a later process (a resumed run) loads it
+    without tracing, lowering or compiling. Single-process only."""
+
+    def __init__(self, make_fn: Callable[[StepSpec], Callable], mesh: Mesh, state_shapes,
+                 cache_dir: str | None = None, fingerprint: str = ""):
         self._make_fn, self._mesh, self._state_shapes = make_fn, mesh, state_shapes
         self._replicated = NamedSharding(mesh, P())
         self._batch = NamedSharding(mesh, P("data"))
+        self._cache_dir = cache_dir if jax.process_count() == 1 else None
+        self._fingerprint = fingerprint
         self.compiled: dict[StepSpec, Any] = {}
         self.flops: dict[StepSpec, float] = {}
         self.selection_flops: dict[StepSpec, float] = {}
+        self.loaded: set[StepSpec] = set()  # specs loaded from cache_dir
 
     def _lower(self, spec: StepSpec):
         fn = jax.jit(self._make_fn(spec), in_shardings=(self._replicated, self._batch, None),
@@ -209,7 +223,7 @@ class CompiledSteps:
         return fn.lower(self._state_shapes, images, jax.ShapeDtypeStruct((), jnp.float32))
 
     def get(self, spec: StepSpec):
-        if spec not in self.compiled:
+        if spec not in self.compiled and not self._load(spec):
             lowered = self._lower(spec)
             compiled = lowered.compile()
             self.compiled[spec] = compiled
@@ -221,11 +235,70 @@ class CompiledSteps:
                 plain = _lowered_flops(self._lower(dataclasses.replace(spec, num_views=2)))
                 with_selection = _lowered_flops(lowered)
                 self.selection_flops[spec] = self.flops[spec] * (1 - plain / with_selection)
+            self._save(spec)
         return self.compiled[spec]
 
     @property
     def compile_count(self) -> int:
         return len(self.compiled)
+
+    def _cache_path(self, spec: StepSpec) -> str:
+        import jaxlib
+        leaves = [(a.shape, str(a.dtype), str(a.sharding.spec))
+                  for a in jax.tree.leaves(self._state_shapes)]
+        key = "\n".join(map(str, (
+            self._fingerprint, spec, jax.__version__, jaxlib.__version__,
+            os.environ.get("XLA_FLAGS", ""), self._mesh.devices.shape,
+            [d.device_kind for d in self._mesh.devices.flat],
+            jax.tree.structure(self._state_shapes), leaves)))
+        return os.path.join(self._cache_dir, hashlib.sha256(key.encode()).hexdigest()[:40] + ".pkl")
+
+    def _load(self, spec: StepSpec) -> bool:
+        if not self._cache_dir or not os.path.exists(path := self._cache_path(spec)):
+            return False
+        try:
+            with open(path, "rb") as f:
+                payload, in_tree, out_tree, flops, selection_flops = pickle.load(f)
+            self.compiled[spec] = serialize_executable.deserialize_and_load(
+                payload, in_tree, out_tree, execution_devices=list(self._mesh.devices.flat))
+        except Exception as e:  # stale or truncated entry: compile instead
+            logging.warning("could not load the compiled step %s (%s); compiling it", path, e)
+            return False
+        self.flops[spec], self.selection_flops[spec] = flops, selection_flops
+        self.loaded.add(spec)
+        return True
+
+    def _save(self, spec: StepSpec) -> None:
+        if not self._cache_dir:
+            return
+        try:
+            entry = (*serialize_executable.serialize(self.compiled[spec]), self.flops[spec],
+                     self.selection_flops[spec])
+            path = self._cache_path(spec)
+            os.makedirs(self._cache_dir, exist_ok=True)
+            with open(path + ".tmp", "wb") as f:
+                pickle.dump(entry, f)
+            os.replace(path + ".tmp", path)
+        except Exception as e:  # e.g. a backend that cannot serialise executables
+            logging.warning("compiled step not cached (%s)", e)
+            self._cache_dir = None
+
+
+def step_fingerprint(config, num_train: int) -> str:
+    """What a compiled step depends on besides its spec and shapes: the config (less the keys
+    that only touch logging, data loading and evaluation), the dataset size (it sets the
+    schedules) and this package's source code."""
+    c = config.to_dict()
+    for key in ("name", "compare_to", "progress_bar", "log_every_steps", "checkpoint_every_steps",
+                "keep_checkpoints", "prefetch", "data", "eval"):
+        c.pop(key, None)
+    package = os.path.dirname(os.path.abspath(__file__))
+    code = hashlib.sha256()
+    for root, _, files in sorted(os.walk(package)):
+        for name in sorted(f for f in files if f.endswith(".py")):
+            with open(os.path.join(root, name), "rb") as f:
+                code.update(name.encode() + f.read())
+    return f"{sorted(c.items())!r} {num_train} {code.hexdigest()}"
 
 
 def _lowered_flops(lowered) -> float:

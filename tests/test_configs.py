@@ -60,7 +60,9 @@ def test_recipe_trains(recipe, tmp_path):
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
     assert os.path.isdir(tmp_path / "checkpoints" / "4")
     assert 0.0 <= summary["knn_top1"] <= 1.0 and summary["total_pflops"] > 0
-    assert summary["compiled_steps"] == 2 and summary["selection_pflops"] > 0  # SP buckets, HA
+    # SP's two buckets, each compiled once (or loaded, were another test's run the same)
+    assert summary["compiled_steps"] + summary["loaded_steps"] == 2
+    assert summary["selection_pflops"] > 0  # HA
     assert any("ema_tau" in r for r in rows) == (config.method in ("byol", "mocov2plus", "dino"))
 
 

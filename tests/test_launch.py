@@ -56,6 +56,8 @@ def test_resume_after_sigkill_continues_exactly(tmp_path):
         assert m["loss"] == reference[m["step"]], m["step"]
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["steps"] == 16
+    # The resumed process loaded the serialised step (same config and code) instead of compiling.
+    assert summary["loaded_steps"] == 1 and summary["compiled_steps"] == 0
     assert summary["knn_top1"] == json.loads((full / "summary.json").read_text())["knn_top1"]
 
 

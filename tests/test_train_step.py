@@ -1,4 +1,6 @@
 """The jitted data-parallel step: 8 devices == 1 device; weight decay and its mask."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +8,8 @@ import optax
 import pytest
 
 from effssl_jax import optim
-from tiny import compiled_step, put_batch, tiny_config, tiny_images
+from effssl_jax.train_step import CompiledSteps, StepSpec, make_step_fn
+from tiny import compiled_step, put_batch, step_parts, tiny_config, tiny_images
 
 
 def _one_step(config, devices, dtype):
@@ -115,3 +118,36 @@ def test_hard_augment_extra_targets_add_to_the_loss():
     assert plain["ha_selected_loss"] == pytest.approx(extra["ha_selected_loss"], rel=1e-6)
     assert np.isfinite(extra["loss"]) and extra["loss"] != pytest.approx(plain["loss"], abs=1e-4)
     assert plain["ha_selected_loss"] >= plain["ha_mean_loss"]
+
+
+def test_serialised_steps_load_without_tracing_and_compute_the_same(tmp_path):
+    init, method, tx, mesh, abstract = step_parts(tiny_config(), jax.devices()[:1])
+    traced = []
+
+    def make(spec):
+        traced.append(spec)
+        return make_step_fn(method, tx, spec, jnp.float32)
+
+    spec = StepSpec(16, 3, 8, 16, 16)  # with Hard Augment: its FLOP share is cached too
+    steps = lambda fingerprint: CompiledSteps(make, mesh, abstract, str(tmp_path), fingerprint)
+    first, second = steps("a"), steps("a")
+    outputs = []
+    for s in (first, second):
+        state, metrics = s.get(spec)(init(jax.random.key(0)), put_batch(tiny_images(), mesh),
+                                     np.float32(5.0))
+        outputs.append((float(metrics["loss"]), jax.device_get(state.params)))
+    assert traced == [spec, dataclasses.replace(spec, num_views=2)]  # the second: no tracing
+    assert second.loaded == {spec} and not first.loaded
+    assert second.flops == first.flops and second.selection_flops == first.selection_flops
+    assert first.selection_flops[spec] > 0
+    assert outputs[0][0] == outputs[1][0]
+    for a, b in zip(*(jax.tree.leaves(o[1]) for o in outputs)):
+        np.testing.assert_array_equal(a, b)
+    other = steps("b")  # another config or source code: compiled anew
+    other.get(spec)
+    assert not other.loaded and len(traced) == 4
+    for f in tmp_path.glob("*.pkl"):
+        f.write_bytes(b"truncated")
+    third = steps("a")
+    third.get(spec)  # an unreadable entry is compiled again, not fatal
+    assert not third.loaded and len(traced) == 6

@@ -27,17 +27,24 @@ def tiny_images(n=16, size=16, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
-def compiled_step(config, devices, resolution=16, num_views=2, r_sel=8, dtype=jnp.float32,
-                  extra_targets=False):
-    """(state, compiled step, mesh) for `config` over `devices`."""
+def step_parts(config, devices, resolution=16, dtype=jnp.float32):
+    """(state initialiser, method, optimiser, mesh, abstract state) for `config` over `devices`."""
     method = tiny_method(config, dtype)
     plan = plan_lib.make_plan(config, 64)
     tx = optim.sgd(plan.lr, plan.momentum, config.optim.weight_decay, False)
     mesh = data_mesh(devices)
     repl = NamedSharding(mesh, P())
-    state = jax.jit(lambda r: create_state(method, tx, r, resolution), out_shardings=repl)(
-        jax.random.key(0))
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), state)
+    init = jax.jit(lambda r: create_state(method, tx, r, resolution), out_shardings=repl)
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
+                            jax.eval_shape(init, jax.random.key(0)))
+    return init, method, tx, mesh, abstract
+
+
+def compiled_step(config, devices, resolution=16, num_views=2, r_sel=8, dtype=jnp.float32,
+                  extra_targets=False):
+    """(state, compiled step, mesh, method) for `config` over `devices`."""
+    init, method, tx, mesh, abstract = step_parts(config, devices, resolution, dtype)
+    state = init(jax.random.key(0))
     steps = CompiledSteps(lambda s: make_step_fn(method, tx, s, dtype), mesh, abstract)
     spec = StepSpec(resolution, num_views, r_sel, 16, config.batch_size, extra_targets)
     return state, steps.get(spec), mesh, method

@@ -61,6 +61,14 @@ def load_split(config, split: str, image_size: int) -> ArrayDataset:
     return ArrayDataset(images, labels, max(num_classes, 1), skipped)
 
 
+def pretrain_size(config) -> int:
+    """Number of pretraining images (without decoding them)."""
+    if config.dataset == "synthetic":
+        return config.synthetic_train_size
+    from effssl_jax.data import sources
+    return len(sources.open_source(config, "train"))
+
+
 def open_run_data(config, image_size: int):
     """(pretraining data, memory bank, eval split) of a run. The pretraining data is an
     ArrayDataset when in_memory(config), else a random-access source for the grain loader; the
