@@ -26,7 +26,6 @@ def child(args):
     from effssl_jax import cpu_flags
     cpu_flags.set_default_xla_flags()
     import jax
-    import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec as P
     from effssl_jax import config_schema, optim, plan as plan_lib
     from effssl_jax.train import build_method, compute_dtype

@@ -6,9 +6,8 @@ one after another (each resumable: rerun the command to continue) and prints the
     python benchmarks/imagenette_ablation.py --table-only        # table from finished runs
     python benchmarks/imagenette_ablation.py --table-only --time-steps   # + step-time speed-ups
 
-Writes RUNS/<row>/ (workdirs) and OUT/{table.md,table.csv} plus the report plots when
-effssl_jax.report is available. Speed-ups are against the `ca` row: FLOPs from XLA's cost
-analysis of each compiled step, wall-clock from the runs' train_time_s (compile, evaluation and
+Writes RUNS/<row>/ (workdirs) and OUT/{table.md,table.csv} plus the report plots. Speed-ups are
+against the `ca` row: FLOPs from XLA's cost analysis of each compiled step, wall-clock from the runs' train_time_s (compile, evaluation and
 checkpoint time excluded). On a shared machine the runs' wall-clock is skewed by whatever else
 ran meanwhile; --time-steps therefore also times every row's compiled bucket steps side by side
 (interleaved rounds, median) and predicts each row's training time as the sum over buckets of
@@ -158,10 +157,6 @@ def main():
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows(result)
-    try:
-        import effssl_jax.report  # noqa: F401
-    except ImportError:
-        return
     subprocess.run([sys.executable, "-m", "effssl_jax.report", *finished.values(), "--out", args.out],
                    check=False)
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from effssl_jax import config_schema
-from effssl_jax.data import datasets, loader, pipeline, prepare, sources
+from effssl_jax.data import datasets, loader, prepare, sources
 from effssl_jax.data.errors import DataError
 from effssl_jax.data.folder import decode_image
 
