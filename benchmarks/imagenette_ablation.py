@@ -7,12 +7,11 @@ one after another (each resumable: rerun the command to continue) and prints the
     python benchmarks/imagenette_ablation.py --table-only --time-steps   # + step-time speed-ups
 
 Writes RUNS/<row>/ (workdirs) and OUT/{table.md,table.csv} plus the report plots. Speed-ups are
-against the `ca` row: FLOPs from XLA's cost analysis of each compiled step, wall-clock from the runs' train_time_s (compile, evaluation and
-checkpoint time excluded). On a shared machine the runs' wall-clock is skewed by whatever else
-ran meanwhile; --time-steps therefore also times every row's compiled bucket steps side by side
-(interleaved rounds, median) and predicts each row's training time as the sum over buckets of
-steps x step time: the "step-time speed-up" column.
-"""
+against the `ca` row: FLOPs from XLA's cost analysis of each compiled step, wall-clock from the
+runs' train_time_s (compile, evaluation and checkpoint time excluded). On a shared machine the
+runs' wall-clock is skewed by whatever else ran meanwhile; --time-steps therefore also times every
+row's compiled bucket steps side by side (interleaved rounds, median) and predicts each row's
+training time as the sum over buckets of steps x step time: the "step-time speed-up" column. """
 from __future__ import annotations
 
 import argparse
