@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu.sh                       # batch 128 per device, 96..224 px
 #   BATCH=256 RESOLUTIONS=224 STEPS=30 bash benchmarks/gpu.sh
 #   PEAK_TFLOPS=989 bash benchmarks/gpu.sh       # peak bf16 TFLOP/s per device, if not known below
+#   PYTHON=.venv/bin/python bash benchmarks/gpu.sh   # another interpreter than python3
 #
 # The step is the trainer's own (train_step.make_step_fn: on-device augmentation, two views with
 # per-view BN, SimSiam loss, SGD), data-parallel over all local devices, state donated. FLOPs are
@@ -13,8 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BATCH=${BATCH:-128} RESOLUTIONS=${RESOLUTIONS:-96,128,160,192,224} STEPS=${STEPS:-20} \
-ARCH=${ARCH:-resnet50} DTYPE=${DTYPE:-bfloat16} PEAK_TFLOPS=${PEAK_TFLOPS:-} python - <<'EOF'
-import os, time
+ARCH=${ARCH:-resnet50} DTYPE=${DTYPE:-bfloat16} PEAK_TFLOPS=${PEAK_TFLOPS:-} ${PYTHON:-python3} - <<'EOF'
+import os, sys, time
+print(f"python {sys.version.split()[0]}: importing JAX and finding the devices", flush=True)
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from effssl_jax import config_schema, optim, plan as plan_lib
