@@ -1,6 +1,7 @@
 """The train state and the jitted, data-parallel train step (one compiled step per bucket)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -200,7 +201,8 @@ class CompiledSteps:
     With `cache_dir`, each compiled step is also serialised there, keyed by `fingerprint` (what
     the step's code and constants depend on: see `step_fingerprint`), the spec, the state's
     shapes, the devices and the JAX/XLA versions; a later process (a resumed run) loads it
-    without tracing, lowering or compiling. Single-process only."""
+    without tracing, lowering or compiling. Single-process only; steps that XLA's persistent
+    cache supplied are not serialised (they would not run again, see `get`)."""
 
     def __init__(self, make_fn: Callable[[StepSpec], Callable], mesh: Mesh, state_shapes,
                  cache_dir: str | None = None, fingerprint: str = ""):
@@ -225,7 +227,8 @@ class CompiledSteps:
     def get(self, spec: StepSpec):
         if spec not in self.compiled and not self._load(spec):
             lowered = self._lower(spec)
-            compiled = lowered.compile()
+            with _persistent_cache_hits() as hits:
+                compiled = lowered.compile()
             self.compiled[spec] = compiled
             self.flops[spec] = flops_of(compiled)
             self.selection_flops[spec] = 0.0
@@ -235,7 +238,8 @@ class CompiledSteps:
                 plain = _lowered_flops(self._lower(dataclasses.replace(spec, num_views=2)))
                 with_selection = _lowered_flops(lowered)
                 self.selection_flops[spec] = self.flops[spec] * (1 - plain / with_selection)
-            self._save(spec)
+            if not hits:  # jaxlib 0.10 (CPU): an executable loaded from XLA's persistent cache
+                self._save(spec)  # serialises without its kernels and fails when run
         return self.compiled[spec]
 
     @property
@@ -282,6 +286,22 @@ class CompiledSteps:
         except Exception as e:  # e.g. a backend that cannot serialise executables
             logging.warning("compiled step not cached (%s)", e)
             self._cache_dir = None
+
+
+@contextlib.contextmanager
+def _persistent_cache_hits():
+    """Collects the persistent-compilation-cache hits of the compiles inside the block."""
+    hits = []
+
+    def listener(event, **unused):
+        if event == "/jax/compilation_cache/cache_hits":
+            hits.append(event)
+
+    jax.monitoring.register_event_listener(listener)
+    try:
+        yield hits
+    finally:
+        jax.monitoring.unregister_event_listener(listener)
 
 
 def step_fingerprint(config, num_train: int) -> str:

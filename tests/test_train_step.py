@@ -120,7 +120,17 @@ def test_hard_augment_extra_targets_add_to_the_loss():
     assert plain["ha_selected_loss"] >= plain["ha_mean_loss"]
 
 
-def test_serialised_steps_load_without_tracing_and_compute_the_same(tmp_path):
+@pytest.fixture
+def no_persistent_cache():
+    """Compiles really compile: train.run in the same worker may have enabled XLA's cache, whose
+    hits are (rightly) not serialised."""
+    enabled = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    yield
+    jax.config.update("jax_enable_compilation_cache", enabled)
+
+
+def test_serialised_steps_load_without_tracing_and_compute_the_same(tmp_path, no_persistent_cache):
     init, method, tx, mesh, abstract = step_parts(tiny_config(), jax.devices()[:1])
     traced = []
 
