@@ -252,6 +252,7 @@ def evaluate_workdir(workdir: str, protocols=("knn", "linear"), step: int | None
 
     config = train.load_config(workdir)
     eval_res, image_size = train.sizes(config)
+    bank_split = datasets.info_for(config.dataset).bank_split
     train_ds = pipeline.load_split(config, "bank", image_size)
     eval_ds = pipeline.load_split(config, "eval", image_size)
     num_pretrain = pipeline.pretrain_size(config)
@@ -281,7 +282,7 @@ def evaluate_workdir(workdir: str, protocols=("knn", "linear"), step: int | None
             scores = knn_classify(bank, train_ds.labels, queries, k=k, temperature=temperature,
                                   num_classes=train_ds.num_classes)
             record["knn"].append({"k": k, "temperature": temperature, "weighting": "exp(cos/T)",
-                                  "memory_bank": f"{datasets.info_for(config.dataset).bank_split} split",
+                                  "memory_bank": f"{bank_split} split",
                                   **topk_accuracy(scores, eval_ds.labels)})
     if "linear" in protocols:
         record["linear"] = linear_probe(train_x, train_ds.labels, eval_x, eval_ds.labels,

@@ -47,7 +47,7 @@ def enable_compilation_cache(workdir: str) -> str:
 
 
 class Evaluator:
-    """Online kNN on backbone features of the held-out split (the labelled bank split as memory bank)."""
+    """Online kNN on backbone features of the held-out split (labelled bank split as memory)."""
 
     def __init__(self, config, method, mesh, train_ds, eval_ds, resolution, dtype, abstract_vars):
         self.config, self.mesh = config, mesh

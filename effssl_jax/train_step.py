@@ -255,7 +255,8 @@ class CompiledSteps:
             os.environ.get("XLA_FLAGS", ""), self._mesh.devices.shape,
             [d.device_kind for d in self._mesh.devices.flat],
             jax.tree.structure(self._state_shapes), leaves)))
-        return os.path.join(self._cache_dir, hashlib.sha256(key.encode()).hexdigest()[:40] + ".pkl")
+        digest = hashlib.sha256(key.encode()).hexdigest()[:40]
+        return os.path.join(self._cache_dir, digest + ".pkl")
 
     def _load(self, spec: StepSpec) -> bool:
         if not self._cache_dir or not os.path.exists(path := self._cache_path(spec)):
