@@ -26,31 +26,21 @@ def child(args):
     from effssl_jax import cpu_flags
     cpu_flags.set_default_xla_flags()
     import jax
-    from jax.sharding import NamedSharding, PartitionSpec as P
-    from effssl_jax import config_schema, optim, plan as plan_lib
-    from effssl_jax.train import build_method, compute_dtype
-    from effssl_jax.train_step import CompiledSteps, StepSpec, create_state, data_mesh, \
-        make_step_fn
+    from effssl_jax import config_schema
+    from effssl_jax.train import build_state, compute_dtype, enable_compilation_cache
+    from effssl_jax.train_step import CompiledSteps, StepSpec, data_mesh, make_step_fn
 
-    jax.config.update('jax_compilation_cache_dir', args.cache)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-    jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+    # As train.run: XLA's persistent cache and the step cache, here under args.cache/.jax_cache.
+    step_cache = enable_compilation_cache(os.path.join(args.cache, 'run'))
     c = config_schema.default_config()
     c.model.arch, c.batch_size = args.arch, args.batch
     resolutions = [int(r) for r in args.resolutions.split(',')]
     c.progressive.r_max = max(resolutions)
     dtype = compute_dtype('auto')
-    plan = plan_lib.make_plan(c, 10 * args.batch)
-    method = build_method(c, dtype, plan.steps_per_epoch, plan.total_steps)
-    tx = optim.sgd(plan.lr, plan.momentum, c.optim.weight_decay, False)
     mesh = data_mesh(jax.devices()[:1])
-    repl = NamedSharding(mesh, P())
-    abstract = jax.eval_shape(lambda: create_state(method, tx, jax.random.key(0), max(resolutions)))
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
-                            abstract)
+    _, method, tx, _, abstract = build_state(c, mesh, dtype, 10 * args.batch)
     steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract,
-                          os.path.join(args.cache, 'steps') if args.step_cache else None,
-                          'benchmark')
+                          step_cache if args.step_cache else None, 'benchmark')
     n = 6 if args.hard_augment else 2
     out = {}
     for r in resolutions:

@@ -11,7 +11,8 @@ against the `ca` row: FLOPs from XLA's cost analysis of each compiled step, wall
 runs' train_time_s (compile, evaluation and checkpoint time excluded). On a shared machine the
 runs' wall-clock is skewed by whatever else ran meanwhile; --time-steps therefore also times every
 row's compiled bucket steps side by side (interleaved rounds, median) and predicts each row's
-training time as the sum over buckets of steps x step time: the "step-time speed-up" column. """
+training time as the sum over buckets of steps x step time: the "step-time speed-up" column.
+"""
 from __future__ import annotations
 
 import argparse
