@@ -16,6 +16,7 @@ from effssl_jax import config_schema
 from effssl_jax.data import datasets, loader, prepare, sources
 from effssl_jax.data.errors import DataError
 from effssl_jax.data.folder import decode_image
+from conftest import COMPILE_FAST
 
 IMAGENETTE = "/work/shared/data/imagenette2-160"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -258,7 +259,7 @@ def test_training_on_a_folder_with_bad_images(tmp_path):
            "--config.simsiam.proj_dim=32", "--config.simsiam.pred_hidden=16",
            "--config.progress_bar=False", "--config.data.threads=2", "--config.log_every_steps=1",
            "--config.eval.at_init=False", f"--workdir={workdir}"]
-    r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "XLA_FLAGS": ""}, capture_output=True,
+    r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "XLA_FLAGS": COMPILE_FAST}, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((workdir / "summary.json").read_text())

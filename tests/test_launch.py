@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from conftest import COMPILE_FAST
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config", "configs/quickstart.py", "--config.method=simsiam", "--config.model.width=8",
         "--config.synthetic_train_size=256", "--config.synthetic_test_size=64",
@@ -18,7 +20,7 @@ TINY = ["--config", "configs/quickstart.py", "--config.method=simsiam", "--confi
 
 def launch(workdir, *overrides, wait=True, env=None):
     cmd = [sys.executable, "launch.py", *TINY, f"--workdir={workdir}", *overrides]
-    env = {**os.environ, "XLA_FLAGS": "", **(env or {})}
+    env = {**os.environ, "XLA_FLAGS": COMPILE_FAST, **(env or {})}
     if not wait:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
@@ -100,6 +102,6 @@ def test_overrides_and_config_errors(tmp_path):
 
 def test_batch_not_divisible_by_devices(tmp_path):
     r = launch(tmp_path / "d", "--config.batch_size=12",
-               env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+               env={"XLA_FLAGS": f"--xla_force_host_platform_device_count=8 {COMPILE_FAST}"})
     assert r.returncode == 2
     assert "batch_size=12 is not divisible by the 8 devices" in r.stderr

@@ -51,9 +51,10 @@ def test_bfloat16_step_computes_in_bf16_and_matches_float32():
                 assert leaf.dtype == jnp.float32
     assert m16["loss"].dtype == np.float32
 
-    # Same loss up to bf16 rounding (8 mantissa bits: ~0.4% per op, partly averaging out).
+    # Same loss up to bf16 rounding: the loss (-0.024) is a mean of cosines of size ~1, each
+    # carrying bf16's relative error (eps 2**-8), so the bound is absolute, at that scale.
     assert np.isfinite(m16["loss"])
-    assert m16["loss"] == pytest.approx(m32["loss"], rel=2e-2, abs=1e-3)
+    assert m16["loss"] == pytest.approx(m32["loss"], abs=2**-8)
     assert m16["grad_norm"] == pytest.approx(m32["grad_norm"], rel=0.1)
     assert m16["loss"] != m32["loss"]  # it did not silently run in float32
 

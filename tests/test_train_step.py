@@ -25,8 +25,9 @@ def test_eight_devices_equal_one_device():
     with jax.enable_x64(True):
         (m1, s1, init), (m8, s8, _) = (_one_step(config, d, jnp.float64)
                                        for d in (jax.devices()[:1], jax.devices()))
-    # Same augmentations and global batch-norm statistics: the same loss.
-    assert m1["loss"] == pytest.approx(m8["loss"], rel=1e-6)
+    # Same augmentations and global batch-norm statistics: the same loss (float32: a mean of
+    # cosines of size ~1, summed in another order on 8 devices, hence the absolute 1e-7).
+    assert m1["loss"] == pytest.approx(m8["loss"], rel=1e-6, abs=1e-7)
     assert np.isfinite(m1["loss"]) and m1["grad_norm"] > 0
     assert m1["grad_norm"] == pytest.approx(m8["grad_norm"], rel=1e-5)
     for a, b, p0 in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params),
