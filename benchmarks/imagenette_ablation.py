@@ -5,8 +5,11 @@ one after another (each resumable: rerun the command to continue) and prints the
     python benchmarks/imagenette_ablation.py --epochs 10 --rows ca,f1clr+sp+ha
     python benchmarks/imagenette_ablation.py --table-only        # table from finished runs
     python benchmarks/imagenette_ablation.py --table-only --time-steps   # + step-time speed-ups
+    python benchmarks/imagenette_ablation.py --scale cifar16     # CIFAR stem at 16 px
 
-Writes RUNS/<row>/ (workdirs) and OUT/{table.md,table.csv} plus the report plots. Speed-ups are
+Scales (configs/imagenette_ablation.py): imagenet32 (default) and cifar16.
+
+Writes RUNS/<row>/ (workdirs; RUNS and OUT end in _cifar16 for that scale) and OUT/{table.md,table.csv} plus the report plots. Speed-ups are
 against the `ca` row: FLOPs from XLA's cost analysis of each compiled step, wall-clock from the
 runs' train_time_s (compile, evaluation and checkpoint time excluded). On a shared machine the
 runs' wall-clock is skewed by whatever else ran meanwhile; --time-steps therefore also times every
@@ -30,19 +33,23 @@ COLUMNS = ("row", "epochs", "kNN init %", "kNN %", "PFLOPs", "FLOP speed-up", "t
            "wall-clock speed-up", "step-time speed-up", "eq. 9 M", "selection overhead")
 
 
-def run_row(row: str, epochs: int, runs: str, data_dir: str) -> str:
+def config_arg(row: str, epochs: int, scale: str) -> str:
+    return f"{os.path.join(REPO, 'configs', 'imagenette_ablation.py')}:{row},{epochs},{scale}"
+
+
+def run_row(row: str, epochs: int, scale: str, runs: str, data_dir: str) -> str:
     workdir = os.path.join(runs, row.replace("+", "_"))
     if os.path.exists(os.path.join(workdir, "summary.json")):
         return workdir
     cmd = [sys.executable, os.path.join(REPO, "launch.py"),
-           f"--config={os.path.join(REPO, 'configs', 'imagenette_ablation.py')}:{row},{epochs}",
+           f"--config={config_arg(row, epochs, scale)}",
            f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--config.progress_bar=False"]
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     return workdir
 
 
-def step_times(workdirs: dict[str, str], epochs: int, rounds: int = 5) -> dict[str, float]:
+def step_times(workdirs: dict[str, str], epochs: int, scale: str, rounds: int = 5) -> dict[str, float]:
     """Predicted training seconds of each finished row from its steps per bucket and the median
     time of its compiled bucket steps, all steps timed interleaved in this process."""
     import statistics
@@ -62,8 +69,7 @@ def step_times(workdirs: dict[str, str], epochs: int, rounds: int = 5) -> dict[s
     for row, d in workdirs.items():
         with open(os.path.join(d, "summary.json")) as f:
             summary = json.load(f)
-        config = costs.load_config(
-            f"{os.path.join(REPO, 'configs', 'imagenette_ablation.py')}:{row},{epochs}")
+        config = costs.load_config(config_arg(row, epochs, scale))
         dtype = train.compute_dtype(config.dtype)
         plan, method, tx, init, abstract = train.build_state(config, mesh, dtype, 9469)
         steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract)
@@ -126,14 +132,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=30, help="baseline epochs E (efficient: 0.6 E)")
     ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--scale", default="imagenet32", choices=("imagenet32", "cifar16"))
     ap.add_argument("--data-dir", default=os.path.join(REPO, "..", "shared", "data",
                                                         "imagenette2-160"))
-    ap.add_argument("--runs", default=os.path.join(REPO, "runs", "imagenette_ablation"))
-    ap.add_argument("--out", default=os.path.join(REPO, "results", "imagenette_ablation"))
+    ap.add_argument("--runs", help="default: runs/imagenette_ablation[_cifar16]")
+    ap.add_argument("--out", help="default: results/imagenette_ablation[_cifar16]")
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--time-steps", action="store_true",
                     help="also time every row's bucket steps side by side (a few minutes)")
     args = ap.parse_args()
+    suffix = "" if args.scale == "imagenet32" else f"_{args.scale}"
+    args.runs = args.runs or os.path.join(REPO, "runs", "imagenette_ablation" + suffix)
+    args.out = args.out or os.path.join(REPO, "results", "imagenette_ablation" + suffix)
     rows = args.rows.split(",")
     unknown = set(rows) - set(ROWS)
     if unknown:
@@ -141,18 +151,20 @@ def main():
     workdirs = {r: os.path.join(args.runs, r.replace("+", "_")) for r in rows}
     if not args.table_only:
         for r in rows:
-            run_row(r, args.epochs, args.runs, os.path.abspath(args.data_dir))
+            run_row(r, args.epochs, args.scale, args.runs, os.path.abspath(args.data_dir))
 
     finished = {r: d for r, d in workdirs.items()
                 if os.path.exists(os.path.join(d, "summary.json"))}
-    predicted = step_times(finished, args.epochs) if args.time_steps and finished else None
+    predicted = (step_times(finished, args.epochs, args.scale)
+                 if args.time_steps and finished else None)
     result = table(workdirs, predicted)
     os.makedirs(args.out, exist_ok=True)
     md = markdown(result)
     print(md)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}\n\n"
-                f"Command: python benchmarks/imagenette_ablation.py --epochs {args.epochs}\n\n{md}\n")
+                f"Command: python benchmarks/imagenette_ablation.py --epochs {args.epochs} "
+                f"--scale {args.scale}\n\n{md}\n")
     with open(os.path.join(args.out, "table.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()

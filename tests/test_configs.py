@@ -74,3 +74,20 @@ def test_quickstart_runs_a_recipe_on_its_budget():
     assert plan.resolutions == (16, 24, 32) and plan.resolution(0) == 32
     assert config.hard_augment.enabled and config.hard_augment.r_sel == 16
     assert (config.batch_size, config.epochs, config.model.width) == (64, 20, 32)
+
+
+@pytest.mark.parametrize("scale", ["imagenet32", "cifar16"])
+def test_imagenette_ablation_keeps_the_papers_ratios(scale):
+    """Table 3 scaled down: efficient rows run 0.6 E epochs with t_w = 0.1 E, SP spans 6
+    resolutions up to r_max with eq. 9's M near the paper's 1.60, HA scores at 64/224 r_max."""
+    path = os.path.join(ROOT, "configs", "imagenette_ablation.py")
+    base = costs.load_config(f"{path}:ca,20,{scale}")
+    full = costs.load_config(f"{path}:f1clr+sp+ha,20,{scale}")
+    assert (base.epochs, full.epochs, full.optim.warmup_epochs) == (20, 12, pytest.approx(2.0))
+    assert base.model.cifar_stem == full.model.cifar_stem == (scale == "cifar16")
+    plan = plan_lib.make_plan(full, 9469)
+    assert len(plan.resolutions) == 6 and max(plan.resolutions) == full.progressive.r_max
+    assert plan.predicted_speedup == pytest.approx(1.67, abs=0.01)
+    assert full.hard_augment.r_sel == round(64 / 224 * full.progressive.r_max)
+    with pytest.raises(ValueError, match="unknown scale"):
+        costs.load_config(f"{path}:ca,20,cifar32")
