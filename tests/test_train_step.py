@@ -121,8 +121,8 @@ def test_hard_augment_extra_targets_add_to_the_loss():
 
 @pytest.fixture
 def no_persistent_cache():
-    """Compiles really compile: train.run in the same worker may have enabled XLA's cache, whose
-    hits are (rightly) not serialised."""
+    """Compiles really compile: conftest enables XLA's persistent cache, whose hits are (rightly)
+    not serialised."""
     enabled = jax.config.jax_enable_compilation_cache
     jax.config.update("jax_enable_compilation_cache", False)
     yield
@@ -159,3 +159,18 @@ def test_serialised_steps_load_without_tracing_and_compute_the_same(tmp_path, no
     third = steps("a")
     third.get(spec)  # an unreadable entry is compiled again, not fatal
     assert not third.loaded and len(traced) == 3
+
+
+def test_steps_from_xlas_persistent_cache_are_not_serialised(tmp_path):
+    """jaxlib 0.10 (CPU) serialises an executable that XLA's persistent cache supplied without
+    its kernels, and the copy fails when a later process runs it: such steps are not written."""
+    assert jax.config.jax_enable_compilation_cache, "conftest enables XLA's persistent cache"
+    init, method, tx, mesh, abstract = step_parts(tiny_config(), jax.devices()[:1])
+    make = lambda spec: make_step_fn(method, tx, spec, jnp.float32)
+    spec = StepSpec(16, 2, 8, 16, 16)
+    CompiledSteps(make, mesh, abstract).get(spec)  # compiled, and put in XLA's cache
+    steps = CompiledSteps(make, mesh, abstract, str(tmp_path / "steps"), "a")
+    state, metrics = steps.get(spec)(init(jax.random.key(0)), put_batch(tiny_images(), mesh),
+                                     np.float32(5.0))
+    assert np.isfinite(metrics["loss"]) and not steps.loaded
+    assert not (tmp_path / "steps").exists() or not list((tmp_path / "steps").iterdir())
