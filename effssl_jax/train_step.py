@@ -194,6 +194,9 @@ def data_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices if devices is not None else jax.devices()), ("data",))
 
 
+STEP_CACHE_BYTES = 2**30  # the serialised steps kept (~6 MB per ResNet-18 bucket on CPU)
+
+
 class CompiledSteps:
     """The compiled train steps, keyed by StepSpec: each is lowered and compiled exactly once, and
     its FLOPs (XLA cost analysis) recorded.
@@ -271,6 +274,7 @@ class CompiledSteps:
             return False
         self.flops[spec], self.selection_flops[spec] = flops, selection_flops
         self.loaded.add(spec)
+        os.utime(path)  # marks it recently used for _prune
         return True
 
     def _save(self, spec: StepSpec) -> None:
@@ -284,9 +288,23 @@ class CompiledSteps:
             with open(path + ".tmp", "wb") as f:
                 pickle.dump(entry, f)
             os.replace(path + ".tmp", path)
+            _prune(self._cache_dir, STEP_CACHE_BYTES)
         except Exception as e:  # e.g. a backend that cannot serialise executables
             logging.warning("compiled step not cached (%s)", e)
             self._cache_dir = None
+
+
+def _prune(folder: str, max_bytes: int) -> None:
+    """Deletes the least recently used entries until the folder holds at most max_bytes."""
+    entries = sorted((e.stat().st_mtime, e.stat().st_size, e.path) for e in os.scandir(folder)
+                     if e.name.endswith(".pkl"))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in entries[:-1]:  # never the newest
+        if total <= max_bytes:
+            break
+        with contextlib.suppress(OSError):  # another process may have removed it
+            os.remove(path)
+        total -= size
 
 
 @contextlib.contextmanager

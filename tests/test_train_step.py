@@ -1,12 +1,16 @@
-"""The jitted data-parallel step: 8 devices == 1 device; weight decay and its mask."""
+"""The jitted data-parallel step: 8 devices == 1 device; weight decay and its mask; the cache of
+serialised steps."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.experimental.compilation_cache import compilation_cache
 
 from effssl_jax import optim
-from effssl_jax.train_step import CompiledSteps, StepSpec, make_step_fn
+from effssl_jax.train_step import CompiledSteps, StepSpec, _prune, make_step_fn
 from tiny import compiled_step, put_batch, step_parts, tiny_config, tiny_images
 
 
@@ -125,8 +129,10 @@ def no_persistent_cache():
     not serialised."""
     enabled = jax.config.jax_enable_compilation_cache
     jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()  # JAX decides whether to use the cache once, at first use
     yield
     jax.config.update("jax_enable_compilation_cache", enabled)
+    compilation_cache.reset_cache()
 
 
 def test_serialised_steps_load_without_tracing_and_compute_the_same(tmp_path, no_persistent_cache):
@@ -174,3 +180,16 @@ def test_steps_from_xlas_persistent_cache_are_not_serialised(tmp_path):
                                      np.float32(5.0))
     assert np.isfinite(metrics["loss"]) and not steps.loaded
     assert not (tmp_path / "steps").exists() or not list((tmp_path / "steps").iterdir())
+
+
+def test_step_cache_keeps_the_most_recently_used_entries(tmp_path):
+    for i, name in enumerate(["old", "mid", "new", "newest"]):
+        path = tmp_path / f"{name}.pkl"
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (1000 + i, 1000 + i))
+    os.utime(tmp_path / "old.pkl", (2000, 2000))  # loaded lately: now the most recently used
+    (tmp_path / "other.txt").write_bytes(b"x" * 1000)  # not an entry
+    _prune(str(tmp_path), 250)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["newest.pkl", "old.pkl", "other.txt"]
+    _prune(str(tmp_path), 10)  # the newest entry stays, even beyond the limit
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.pkl", "other.txt"]
