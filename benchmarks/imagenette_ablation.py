@@ -9,12 +9,13 @@ one after another (each resumable: rerun the command to continue) and prints the
 
 Scales (configs/imagenette_ablation.py): imagenet32 (default) and cifar16.
 
-Writes RUNS/<row>/ (workdirs; RUNS and OUT end in _cifar16 for that scale) and OUT/{table.md,table.csv} plus the report plots. Speed-ups are
-against the `ca` row: FLOPs from XLA's cost analysis of each compiled step, wall-clock from the
-runs' train_time_s (compile, evaluation and checkpoint time excluded). On a shared machine the
-runs' wall-clock is skewed by whatever else ran meanwhile; --time-steps therefore also times every
-row's compiled bucket steps side by side (interleaved rounds, median) and predicts each row's
-training time as the sum over buckets of steps x step time: the "step-time speed-up" column.
+Writes RUNS/<row>/ (workdirs; RUNS and OUT end in _cifar16 for that scale) and
+OUT/{table.md,table.csv} plus the report plots. Speed-ups are against the `ca` row: FLOPs from
+XLA's cost analysis of each compiled step, wall-clock from the runs' train_time_s (compile,
+evaluation and checkpoint time excluded). On a shared machine the runs' wall-clock is skewed by
+whatever else ran meanwhile; --time-steps therefore also times every row's compiled bucket steps
+side by side (interleaved rounds, median) and predicts each row's training time as the sum over
+buckets of steps x step time: the "step-time speed-up" column.
 """
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def run_row(row: str, epochs: int, scale: str, runs: str, data_dir: str) -> str:
     return workdir
 
 
-def step_times(workdirs: dict[str, str], epochs: int, scale: str, rounds: int = 5) -> dict[str, float]:
+def step_times(workdirs: dict[str, str], epochs: int, scale: str,
+               rounds: int = 5) -> dict[str, float]:
     """Predicted training seconds of each finished row from its steps per bucket and the median
     time of its compiled bucket steps, all steps timed interleaved in this process."""
     import statistics

@@ -1,12 +1,13 @@
-"""The paper's Table 3 (its ablation on Imagenette) scaled to a 2-core CPU: about an hour for the six rows
-on an idle machine. --config configs/imagenette_ablation.py:ROW[,E[,SCALE]] with ROW one of
-configs/ablation.py's rows (ca, f1clr, ca+ha, f1clr+sp, f1clr+ha, f1clr+sp+ha), E the baseline's epochs
-(default 30) and SCALE the network stem and resolutions (default imagenet32):
-- imagenet32: ImageNet stem at r_max 32, SP 12 -> 32 px in 4 px buckets, HA scored at 9 px. Cheap, but
-  the stem leaves layer3/layer4 on 1x1-2x2 maps whose cost does not shrink with the input, so SP and
-  HA save less than at 224 px;
-- cifar16: CIFAR stem at r_max 16 (layer1 on 16x16 maps, as the ImageNet stem at 64 px), SP 6 -> 16 px
-  in 2 px buckets, HA scored at 5 px: costs that scale with the resolution, ~3.4x the FLOPs per step.
+"""The paper's Table 3 (its ablation on Imagenette) scaled to a 2-core CPU: about an hour for the
+six rows on an idle machine. --config configs/imagenette_ablation.py:ROW[,E[,SCALE]] with ROW one of
+configs/ablation.py's rows (ca, f1clr, ca+ha, f1clr+sp, f1clr+ha, f1clr+sp+ha), E the baseline's
+epochs (default 30) and SCALE the network stem and resolutions (default imagenet32):
+- imagenet32: ImageNet stem at r_max 32, SP 12 -> 32 px in 4 px buckets, HA scored at 9 px. Cheap,
+  but the stem leaves layer3/layer4 on 1x1-2x2 maps whose cost does not shrink with the input, so SP
+  and HA save less than at 224 px;
+- cifar16: CIFAR stem at r_max 16 (layer1 on 16x16 maps, as the ImageNet stem at 64 px), SP 6 -> 16
+  px in 2 px buckets, HA scored at 5 px: costs that scale with the resolution, ~3.4x the FLOPs per
+  step.
 
 What is scaled, and how the paper's ratios are kept:
 - epochs: the baseline trains E epochs (paper: 800), the F1-CLR rows 0.6 E (480), warm-up t_w 0.1 E (80);
@@ -51,7 +52,7 @@ def get_config(arg="f1clr+sp+ha"):
     c.simclr.proj_hidden, c.simclr.proj_dim = 1024, 128
     c.progressive.r_max, c.progressive.r_min, c.progressive.bucket_step = r_max, r_min, bucket_step
     c.hard_augment.r_sel = r_sel
-    c.eval.crop_fraction = 1.0  # the 160 px images are resized whole to 32 px
+    c.eval.crop_fraction = 1.0  # the 160 px images are resized whole to r_max
     c.eval.every_epochs = c.epochs / 8
     c.checkpoint_every_steps = 200
     return c

@@ -274,7 +274,8 @@ class CompiledSteps:
             return False
         self.flops[spec], self.selection_flops[spec] = flops, selection_flops
         self.loaded.add(spec)
-        os.utime(path)  # marks it recently used for _prune
+        with contextlib.suppress(OSError):  # marks it recently used, for _prune
+            os.utime(path)
         return True
 
     def _save(self, spec: StepSpec) -> None:
@@ -296,13 +297,17 @@ class CompiledSteps:
 
 def _prune(folder: str, max_bytes: int) -> None:
     """Deletes the least recently used entries until the folder holds at most max_bytes."""
-    entries = sorted((e.stat().st_mtime, e.stat().st_size, e.path) for e in os.scandir(folder)
-                     if e.name.endswith(".pkl"))
+    entries = []
+    for e in os.scandir(folder):
+        with contextlib.suppress(OSError):  # another process may have removed it meanwhile
+            if e.name.endswith(".pkl"):
+                entries.append((e.stat().st_mtime, e.stat().st_size, e.path))
+    entries.sort()
     total = sum(size for _, size, _ in entries)
     for _, size, path in entries[:-1]:  # never the newest
         if total <= max_bytes:
             break
-        with contextlib.suppress(OSError):  # another process may have removed it
+        with contextlib.suppress(OSError):
             os.remove(path)
         total -= size
 
