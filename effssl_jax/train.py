@@ -17,8 +17,6 @@ from effssl_jax.models import resnet
 from effssl_jax.train_step import CompiledSteps, StepSpec, create_state, data_mesh, flops_of, \
     make_step_fn, step_fingerprint
 
-XLA_CACHE_BYTES = 2**31  # XLA's persistent cache next to the workdirs; the step cache has its own
-
 
 def compute_dtype(name: str):
     if name == "auto":
@@ -45,7 +43,6 @@ def enable_compilation_cache(workdir: str) -> str:
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_BYTES)  # least recently used go
     return os.path.join(cache, "steps")
 
 
