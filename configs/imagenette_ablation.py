@@ -1,7 +1,8 @@
 """The paper's Table 3 (its ablation on Imagenette) scaled to a 2-core CPU: about an hour for the
-six rows on an idle machine. --config configs/imagenette_ablation.py:ROW[,E[,SCALE]] with ROW one of
-configs/ablation.py's rows (ca, f1clr, ca+ha, f1clr+sp, f1clr+ha, f1clr+sp+ha), E the baseline's
-epochs (default 30) and SCALE the network stem and resolutions (default imagenet32):
+six rows on an idle machine (imagenet32; cifar16 about 2 hours). --config
+configs/imagenette_ablation.py:ROW[,E[,SCALE]] with ROW one of configs/ablation.py's rows (ca,
+f1clr, ca+ha, f1clr+sp, f1clr+ha, f1clr+sp+ha), E the baseline's epochs (default 30) and SCALE the
+network stem and resolutions (default imagenet32):
 - imagenet32: ImageNet stem at r_max 32, SP 12 -> 32 px in 4 px buckets, HA scored at 9 px. Cheap,
   but the stem leaves layer3/layer4 on 1x1-2x2 maps whose cost does not shrink with the input, so SP
   and HA save less than at 224 px;
