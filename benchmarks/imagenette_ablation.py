@@ -27,9 +27,11 @@ import platform
 import subprocess
 import sys
 
-ROWS = ("ca", "f1clr", "ca+ha", "f1clr+sp", "f1clr+ha", "f1clr+sp+ha")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # configs/ and this checkout's effssl_jax
+from configs.ablation import ROWS  # noqa: E402
+from configs.imagenette_ablation import DEFAULT_SCALE, SCALES  # noqa: E402
+
 COLUMNS = ("row", "epochs", "kNN init %", "kNN %", "PFLOPs", "FLOP speed-up", "train time s",
            "wall-clock speed-up", "step-time speed-up", "eq. 9 M", "selection overhead")
 
@@ -134,7 +136,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=30, help="baseline epochs E (efficient: 0.6 E)")
     ap.add_argument("--rows", default=",".join(ROWS))
-    ap.add_argument("--scale", default="imagenet32", choices=("imagenet32", "cifar16"))
+    ap.add_argument("--scale", default=DEFAULT_SCALE, choices=tuple(SCALES))
     ap.add_argument("--data-dir", default=os.path.join(REPO, "..", "shared", "data",
                                                         "imagenette2-160"))
     ap.add_argument("--runs", help="default: runs/imagenette_ablation[_cifar16]")
@@ -143,7 +145,7 @@ def main():
     ap.add_argument("--time-steps", action="store_true",
                     help="also time every row's bucket steps side by side (a few minutes)")
     args = ap.parse_args()
-    suffix = "" if args.scale == "imagenet32" else f"_{args.scale}"
+    suffix = "" if args.scale == DEFAULT_SCALE else f"_{args.scale}"
     args.runs = args.runs or os.path.join(REPO, "runs", "imagenette_ablation" + suffix)
     args.out = args.out or os.path.join(REPO, "results", "imagenette_ablation" + suffix)
     rows = args.rows.split(",")

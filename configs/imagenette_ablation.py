@@ -31,17 +31,18 @@ DEFAULT_EPOCHS = 30
 DATA_DIR = "../shared/data/imagenette2-160"
 # scale -> (CIFAR stem, r_max, r_min, bucket step, HA scoring resolution)
 SCALES = {"imagenet32": (False, 32, 12, 4, 9), "cifar16": (True, 16, 6, 2, 5)}
+DEFAULT_SCALE = "imagenet32"
 
 
 def get_config(arg="f1clr+sp+ha"):
     row, epochs, scale = ((arg or "f1clr+sp+ha").split(",") + ["", ""])[:3]
     base_epochs = int(epochs or DEFAULT_EPOCHS)
-    scale = scale or "imagenet32"
+    scale = scale or DEFAULT_SCALE
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
     cifar_stem, r_max, r_min, bucket_step, r_sel = SCALES[scale]
     c = ablation.get_config(row)
-    c.name = f"imagenette_{c.name}" + ("" if scale == "imagenet32" else f"_{scale}")
+    c.name = f"imagenette_{c.name}" + ("" if scale == DEFAULT_SCALE else f"_{scale}")
     efficient = row.startswith("f1clr")
     c.epochs = round(0.6 * base_epochs) if efficient else base_epochs
     c.optim.warmup_epochs = 0.1 * base_epochs if efficient else 0.0

@@ -259,8 +259,8 @@ def test_training_on_a_folder_with_bad_images(tmp_path):
            "--config.simsiam.proj_dim=32", "--config.simsiam.pred_hidden=16",
            "--config.progress_bar=False", "--config.data.threads=2", "--config.log_every_steps=1",
            "--config.eval.at_init=False", f"--workdir={workdir}"]
-    r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "XLA_FLAGS": COMPILE_FAST}, capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "XLA_FLAGS": COMPILE_FAST},
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["steps"] == 2  # 16 files, 8 per batch: the bad ones still count as slots
