@@ -9,6 +9,11 @@ selection-free lowering used for its FLOP share); (2) warm XLA cache: the persis
 cache the first process filled, as a sibling run with the same shapes sees it (traces and lowers,
 loads the executable); (3) warm step cache: the serialised steps the first process wrote, as a
 resumed run sees them (loads, no tracing). Prints seconds per bucket.
+
+A fourth process measures what a run waits for at each bucket switch, as train.run does it:
+with new (cold) caches, each bucket's step is compiled on the compile thread while the previous
+bucket trains (here: runs its step for --bucket-s seconds). The first bucket has nothing to hide
+behind here; in a run it compiles during the kNN evaluation at initialisation.
 """
 
 import argparse
@@ -26,6 +31,7 @@ def child(args):
     from effssl_jax import cpu_flags
     cpu_flags.set_default_xla_flags()
     import jax
+    import numpy as np
     from effssl_jax import config_schema
     from effssl_jax.train import build_state, compute_dtype, enable_compilation_cache
     from effssl_jax.train_step import CompiledSteps, StepSpec, data_mesh, make_step_fn
@@ -38,16 +44,30 @@ def child(args):
     c.progressive.r_max = max(resolutions)
     dtype = compute_dtype('auto')
     mesh = data_mesh(jax.devices()[:1])
-    _, method, tx, _, abstract = build_state(c, mesh, dtype, 10 * args.batch)
+    _, method, tx, init, abstract = build_state(c, mesh, dtype, 10 * args.batch)
     steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract,
                           step_cache if args.step_cache else None, 'benchmark')
     n = 6 if args.hard_augment else 2
+    specs = [StepSpec(r, n, 64, max(resolutions), args.batch) for r in resolutions]
     out = {}
-    for r in resolutions:
-        spec = StepSpec(r, n, 64, max(resolutions), args.batch)
+    if args.ahead:
+        state = init(jax.random.key(0))
+        images = jax.device_put(np.zeros((args.batch, max(resolutions), max(resolutions), 3),
+                                         np.uint8))
+    for i, (r, spec) in enumerate(zip(resolutions, specs)):
         t = time.perf_counter()
-        steps.get(spec)
+        step = steps.get(spec)
         out[r] = {'get_s': time.perf_counter() - t, 'loaded': spec in steps.loaded}
+        if args.ahead:
+            if i + 1 < len(specs):
+                steps.prefetch(specs[i + 1])
+            t, trained = time.perf_counter(), 0
+            while trained == 0 or time.perf_counter() - t < args.bucket_s:
+                state, metrics = step(state, images, np.float32(5.0))
+                jax.block_until_ready(metrics)
+                trained += 1
+            out[r]['steps'] = trained
+    steps.close()
     print('RESULT ' + json.dumps(out), flush=True)
 
 
@@ -59,21 +79,27 @@ def main():
     ap.add_argument('--resolutions', default='96,128,160,192,224')
     ap.add_argument('--hard-augment', action='store_true', help='6 views scored at 64 px')
     ap.add_argument('--cache', default=None, help='cache folder (default: a new temporary one)')
+    ap.add_argument('--bucket-s', type=float, default=60.0,
+                    help='seconds each bucket trains in the compile-ahead measurement')
     ap.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
+    ap.add_argument('--ahead', action='store_true', help=argparse.SUPPRESS)
     ap.add_argument('--step-cache', action='store_true', help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args)
     with tempfile.TemporaryDirectory() as tmp:
+        argv = lambda cache: [
+            sys.executable, os.path.abspath(__file__), '--child', '--cache', cache, '--arch',
+            args.arch, '--batch', str(args.batch), '--resolutions', args.resolutions,
+            '--bucket-s', str(args.bucket_s)] + (['--hard-augment'] if args.hard_augment else [])
         cache = args.cache or tmp
-        argv = [sys.executable, os.path.abspath(__file__), '--child', '--cache', cache,
-                '--arch', args.arch, '--batch', str(args.batch), '--resolutions',
-                args.resolutions] + (['--hard-augment'] if args.hard_augment else [])
         runs = {}
-        for name, flag in (('cold', ['--step-cache']), ('warm XLA cache', []),
-                           ('warm step cache', ['--step-cache'])):
+        for name, cmd in (('cold', argv(cache) + ['--step-cache']), ('warm XLA cache', argv(cache)),
+                          ('warm step cache', argv(cache) + ['--step-cache']),
+                          ('compile-ahead wait', argv(tempfile.mkdtemp(dir=tmp))  # new caches
+                           + ['--step-cache', '--ahead'])):
             t = time.perf_counter()
-            res = subprocess.run(argv + flag, capture_output=True, text=True)
+            res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode:
                 sys.exit(f'{name} run failed:\n{res.stderr[-3000:]}')
             line = [l for l in res.stdout.splitlines() if l.startswith('RESULT ')][-1]
@@ -81,12 +107,14 @@ def main():
             print(f'{name}: process {time.perf_counter() - t:.1f} s', flush=True)
     print(f"\n{args.arch}, batch {args.batch}, {'6 views (HA, r_sel 64)' if args.hard_augment else '2 views'}; "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '(cpu_flags default)')!r}\n")
-    print('| res | cold s | warm XLA cache s | warm step cache s |')
-    print('|---|---|---|---|')
+    print(f'| res | cold s | warm XLA cache s | warm step cache s | compile-ahead wait s '
+          f'(cold; previous bucket trains {args.bucket_s:g} s) |')
+    print('|---|---|---|---|---|')
     for r in runs['cold']:
-        c, x, w = (runs[k][r] for k in runs)
-        assert w['loaded'] and not c['loaded'] and not x['loaded'], (c, x, w)
-        print(f"| {r} | {c['get_s']:.2f} | {x['get_s']:.2f} | {w['get_s']:.2f} |")
+        c, x, w, a = (runs[k][r] for k in runs)
+        assert w['loaded'] and not c['loaded'] and not x['loaded'] and not a['loaded'], (c, x, w, a)
+        print(f"| {r} | {c['get_s']:.2f} | {x['get_s']:.2f} | {w['get_s']:.2f} | "
+              f"{a['get_s']:.2f} ({a['steps']} steps) |")
 
 
 if __name__ == '__main__':

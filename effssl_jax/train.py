@@ -139,6 +139,19 @@ def run(config, workdir: str, stop=None) -> dict:
     start = int(state.step)
     log = run_log.MetricsLog(workdir, resume_step=start)
 
+    steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract,
+                          step_cache, step_fingerprint(config, len(train_data)))
+    local_batch = config.batch_size // jax.process_count()
+    loader = pipeline.make_loader(config, train_data, plan, jax.process_index(),
+                                  jax.process_count())
+
+    def spec_at(step: int) -> StepSpec:
+        r = plan.resolution(step)
+        return StepSpec(r, plan.num_views, plan.selection_resolution(r), loader.host_size(step),
+                        local_batch, config.hard_augment.extra_targets)
+
+    if start < plan.total_steps:
+        steps.prefetch(spec_at(start))  # compiles while the evaluator compiles and runs
     abstract_vars = {"params": abstract.params, "batch_stats": abstract.batch_stats}
     evaluator = Evaluator(config, method, mesh, train_ds, eval_ds, eval_res, dtype, abstract_vars)
     eval_flops = 0.0
@@ -149,11 +162,6 @@ def run(config, workdir: str, stop=None) -> dict:
         log.write({"step": 0, "epoch": 0.0, "knn_top1": knn, "pflops": 0.0, "train_time_s": 0.0})
         print(f"kNN top-1 at initialisation: {100 * knn:.2f}%", flush=True)
 
-    steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract,
-                          step_cache, step_fingerprint(config, len(train_data)))
-    local_batch = config.batch_size // jax.process_count()
-    loader = pipeline.make_loader(config, train_data, plan, jax.process_index(),
-                                  jax.process_count())
     loader.restore(start, meta.get("data_iterator"))
     bar = run_log.progress_bar(plan.total_steps, start, config.progress_bar and
                                jax.process_index() == 0)
@@ -179,13 +187,11 @@ def run(config, workdir: str, stop=None) -> dict:
 
     try:
         for step, local_images in loader:
-            stage = plan.stage(step)
-            spec = StepSpec(stage.resolution, plan.num_views,
-                            plan.selection_resolution(stage.resolution), local_images.shape[1],
-                            local_batch,
-                            config.hard_augment.extra_targets)
-            with pending.paused(), clock.excluded("compile_s"):
+            stage, spec = plan.stage(step), spec_at(step)
+            with pending.paused(), clock.excluded("compile_s"):  # waits only if not ready yet
                 compiled = steps.get(spec)
+            if stage.end < plan.total_steps:
+                steps.prefetch(spec_at(stage.end))  # the next bucket compiles while this trains
             images = jax.make_array_from_process_local_data(batch_sharding, local_images)
             magnitude = plan.magnitude(step)
             state, metrics = compiled(state, images, np.float32(magnitude))
@@ -221,6 +227,7 @@ def run(config, workdir: str, stop=None) -> dict:
                     meta["data_iterator"] = loader.state()
                     ckpt.save(done, state, meta)
     finally:
+        steps.close()
         loader.close()
         bar.close()
         ckpt.wait()

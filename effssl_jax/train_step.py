@@ -1,12 +1,14 @@
 """The train state and the jitted, data-parallel train step (one compiled step per bucket)."""
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
 import pickle
+import threading
 from typing import Any, Callable
 
 import flax.struct
@@ -199,7 +201,9 @@ STEP_CACHE_BYTES = 2**30  # the serialised steps kept (~6 MB per ResNet-18 bucke
 
 class CompiledSteps:
     """The compiled train steps, keyed by StepSpec: each is lowered and compiled exactly once, and
-    its FLOPs (XLA cost analysis) recorded.
+    its FLOPs (XLA cost analysis) recorded. All compiles run on one background thread, so
+    `prefetch(spec)` gets the next resolution bucket's step ready while the current one trains,
+    and `get(spec)` waits for it.
 
     With `cache_dir`, each compiled step is also serialised there, keyed by `fingerprint` (what
     the step's code and constants depend on: see `step_fingerprint`), the spec, the state's
@@ -218,6 +222,8 @@ class CompiledSteps:
         self.flops: dict[StepSpec, float] = {}
         self.selection_flops: dict[StepSpec, float] = {}
         self.loaded: set[StepSpec] = set()  # specs loaded from cache_dir
+        self._futures: dict[StepSpec, concurrent.futures.Future] = {}
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile")
 
     def _lower(self, spec: StepSpec):
         fn = jax.jit(self._make_fn(spec), in_shardings=(self._replicated, self._batch, None),
@@ -227,8 +233,21 @@ class CompiledSteps:
                                       jnp.uint8, sharding=self._batch)
         return fn.lower(self._state_shapes, images, jax.ShapeDtypeStruct((), jnp.float32))
 
+    def prefetch(self, spec: StepSpec) -> None:
+        """Starts getting `spec`'s step on the compile thread (no-op if already started)."""
+        if spec not in self._futures:
+            self._futures[spec] = self._worker.submit(self._build, spec)
+
     def get(self, spec: StepSpec):
-        if spec not in self.compiled and not self._load(spec):
+        self.prefetch(spec)
+        return self._futures[spec].result()
+
+    def close(self) -> None:
+        """Cancels the prefetches not started and waits for the one compiling."""
+        self._worker.shutdown(wait=True, cancel_futures=True)
+
+    def _build(self, spec: StepSpec):
+        if not self._load(spec):
             lowered = self._lower(spec)
             with _persistent_cache_hits() as hits:
                 compiled = lowered.compile()
@@ -314,11 +333,12 @@ def _prune(folder: str, max_bytes: int) -> None:
 
 @contextlib.contextmanager
 def _persistent_cache_hits():
-    """Collects the persistent-compilation-cache hits of the compiles inside the block."""
-    hits = []
+    """Collects the persistent-compilation-cache hits of this thread's compiles inside the block
+    (the listener is global: other threads may compile meanwhile)."""
+    hits, thread = [], threading.get_ident()
 
     def listener(event, **unused):
-        if event == "/jax/compilation_cache/cache_hits":
+        if event == "/jax/compilation_cache/cache_hits" and threading.get_ident() == thread:
             hits.append(event)
 
     jax.monitoring.register_event_listener(listener)

@@ -1,6 +1,7 @@
 """The jitted data-parallel step: 8 devices == 1 device; weight decay and its mask; the cache of
 serialised steps."""
 import os
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -165,6 +166,32 @@ def test_serialised_steps_load_without_tracing_and_compute_the_same(tmp_path, no
     third = steps("a")
     third.get(spec)  # an unreadable entry is compiled again, not fatal
     assert not third.loaded and len(traced) == 3
+
+
+def test_steps_compile_once_on_the_compile_thread_and_keep_hard_augments_share(
+        tmp_path, no_persistent_cache):
+    init, method, tx, mesh, abstract = step_parts(tiny_config(), jax.devices()[:1])
+    threads = []
+
+    def make(spec):
+        threads.append(threading.current_thread())
+        return make_step_fn(method, tx, spec, jnp.float32)
+
+    spec = StepSpec(16, 3, 8, 16, 16)  # Hard Augment: 3 views scored at 8 px
+    first = CompiledSteps(make, mesh, abstract, str(tmp_path), "a")
+    first.prefetch(spec)
+    first.prefetch(spec)
+    step = first.get(spec)
+    assert first.get(spec) is step and first.compile_count == 1
+    # Traced twice (the step, and without selection for the FLOP share), off the main thread.
+    assert len(threads) == 2 and threading.main_thread() not in threads
+    assert 0 < first.selection_flops[spec] < 0.5 * first.flops[spec]
+    second = CompiledSteps(make, mesh, abstract, str(tmp_path), "a")
+    second.get(spec)
+    assert second.loaded == {spec} and len(threads) == 2
+    assert second.flops == first.flops and second.selection_flops == first.selection_flops
+    for s in (first, second):
+        s.close()
 
 
 def test_steps_from_xlas_persistent_cache_are_not_serialised(tmp_path):
