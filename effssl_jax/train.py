@@ -151,7 +151,7 @@ def run(config, workdir: str, stop=None) -> dict:
                         local_batch, config.hard_augment.extra_targets)
 
     if start < plan.total_steps:
-        steps.prefetch(spec_at(start))  # compiles while the evaluator compiles and runs
+        steps.prefetch(spec_at(start))  # XLA compiles it while the evaluator compiles and runs
     abstract_vars = {"params": abstract.params, "batch_stats": abstract.batch_stats}
     evaluator = Evaluator(config, method, mesh, train_ds, eval_ds, eval_res, dtype, abstract_vars)
     eval_flops = 0.0
@@ -188,13 +188,13 @@ def run(config, workdir: str, stop=None) -> dict:
     try:
         for step, local_images in loader:
             stage, spec = plan.stage(step), spec_at(step)
-            with pending.paused(), clock.excluded("compile_s"):  # waits only if not ready yet
-                compiled = steps.get(spec)
-            if stage.end < plan.total_steps:
-                steps.prefetch(spec_at(stage.end))  # the next bucket compiles while this trains
+            with pending.paused(), clock.excluded("compile_s"):
+                compiled = steps.get(spec)  # waits only if XLA has not finished it yet
             images = jax.make_array_from_process_local_data(batch_sharding, local_images)
             magnitude = plan.magnitude(step)
-            state, metrics = compiled(state, images, np.float32(magnitude))
+            state, metrics = compiled(state, images, np.float32(magnitude))  # async dispatch
+            if stage.end < plan.total_steps:  # the next bucket's step is traced while this step
+                steps.prefetch(spec_at(stage.end))  # runs, and compiled while this bucket trains
             key = str(stage.resolution)
             meta["flops_by_resolution"][key] = meta["flops_by_resolution"].get(key, 0.0) + \
                 steps.flops[spec]

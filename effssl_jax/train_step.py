@@ -201,15 +201,15 @@ STEP_CACHE_BYTES = 2**30  # the serialised steps kept (~6 MB per ResNet-18 bucke
 
 class CompiledSteps:
     """The compiled train steps, keyed by StepSpec: each is lowered and compiled exactly once, and
-    its FLOPs (XLA cost analysis) recorded. All compiles run on one background thread, so
-    `prefetch(spec)` gets the next resolution bucket's step ready while the current one trains,
+    its FLOPs (XLA cost analysis) recorded. XLA compiles (and loads) them on one background thread,
+    so `prefetch(spec)` gets the next resolution bucket's step ready while the current one trains,
     and `get(spec)` waits for it.
 
     With `cache_dir`, each compiled step is also serialised there, keyed by `fingerprint` (what
     the step's code and constants depend on: see `step_fingerprint`), the spec, the state's
     shapes, the devices and the JAX/XLA versions; a later process (a resumed run) loads it
     without tracing, lowering or compiling. Single-process only; steps that XLA's persistent
-    cache supplied are not serialised (they would not run again, see `get`)."""
+    cache supplied are not serialised (they would not run again, see `_compile`)."""
 
     def __init__(self, make_fn: Callable[[StepSpec], Callable], mesh: Mesh, state_shapes,
                  cache_dir: str | None = None, fingerprint: str = ""):
@@ -234,35 +234,45 @@ class CompiledSteps:
         return fn.lower(self._state_shapes, images, jax.ShapeDtypeStruct((), jnp.float32))
 
     def prefetch(self, spec: StepSpec) -> None:
-        """Starts getting `spec`'s step on the compile thread (no-op if already started)."""
-        if spec not in self._futures:
-            self._futures[spec] = self._worker.submit(self._build, spec)
+        """Starts getting `spec`'s step (no-op if already started): a serialised step is loaded,
+        and otherwise the step is traced and lowered here, so that the caller's JAX config
+        (thread-local, e.g. `jax.enable_x64()`) applies, and XLA compiles it on the compile
+        thread."""
+        if spec in self._futures:
+            return
+        if self._cache_dir and os.path.exists(self._cache_path(spec)):
+            self._futures[spec] = self._worker.submit(self._load, spec)
+        else:
+            self._futures[spec] = self._worker.submit(self._compile, spec, *self._lower_all(spec))
 
     def get(self, spec: StepSpec):
         self.prefetch(spec)
-        return self._futures[spec].result()
+        self._futures[spec].result()  # raises what the compile raised
+        if spec not in self.compiled:  # a serialised step that could not be loaded
+            self._compile(spec, *self._lower_all(spec))
+        return self.compiled[spec]
 
     def close(self) -> None:
         """Cancels the prefetches not started and waits for the one compiling."""
         self._worker.shutdown(wait=True, cancel_futures=True)
 
-    def _build(self, spec: StepSpec):
-        if not self._load(spec):
-            lowered = self._lower(spec)
-            with _persistent_cache_hits() as hits:
-                compiled = lowered.compile()
-            self.compiled[spec] = compiled
-            self.flops[spec] = flops_of(compiled)
-            self.selection_flops[spec] = 0.0
-            if spec.num_views > 2:
-                # Hard Augment's share, from the cost of the same step without selection
-                # (lowered only, not compiled: the ratio of the two HLO cost estimates).
-                plain = _lowered_flops(self._lower(dataclasses.replace(spec, num_views=2)))
-                with_selection = _lowered_flops(lowered)
-                self.selection_flops[spec] = self.flops[spec] * (1 - plain / with_selection)
-            if not hits:  # jaxlib 0.10 (CPU): an executable loaded from XLA's persistent cache
-                self._save(spec)  # serialises without its kernels and fails when run
-        return self.compiled[spec]
+    def _lower_all(self, spec: StepSpec):
+        """The lowered step and Hard Augment's share of its FLOPs: from the cost of the same step
+        without selection (lowered only, not compiled: the ratio of the two HLO estimates)."""
+        lowered, share = self._lower(spec), 0.0
+        if spec.num_views > 2:
+            plain = _lowered_flops(self._lower(dataclasses.replace(spec, num_views=2)))
+            share = 1 - plain / _lowered_flops(lowered)
+        return lowered, share
+
+    def _compile(self, spec: StepSpec, lowered, selection_share: float) -> None:
+        with _persistent_cache_hits() as hits:
+            compiled = lowered.compile()
+        self.flops[spec] = flops_of(compiled)
+        self.selection_flops[spec] = self.flops[spec] * selection_share
+        self.compiled[spec] = compiled
+        if not hits:  # jaxlib 0.10 (CPU): an executable loaded from XLA's persistent cache
+            self._save(spec)  # serialises without its kernels and fails when run
 
     @property
     def compile_count(self) -> int:

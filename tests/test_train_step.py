@@ -168,7 +168,7 @@ def test_serialised_steps_load_without_tracing_and_compute_the_same(tmp_path, no
     assert not third.loaded and len(traced) == 3
 
 
-def test_steps_compile_once_on_the_compile_thread_and_keep_hard_augments_share(
+def test_prefetched_steps_trace_in_the_callers_thread_and_keep_hard_augments_share(
         tmp_path, no_persistent_cache):
     init, method, tx, mesh, abstract = step_parts(tiny_config(), jax.devices()[:1])
     threads = []
@@ -183,8 +183,10 @@ def test_steps_compile_once_on_the_compile_thread_and_keep_hard_augments_share(
     first.prefetch(spec)
     step = first.get(spec)
     assert first.get(spec) is step and first.compile_count == 1
-    # Traced twice (the step, and without selection for the FLOP share), off the main thread.
-    assert len(threads) == 2 and threading.main_thread() not in threads
+    # Traced twice (the step, and without selection for the FLOP share), both in this thread,
+    # where its JAX config (thread-local: jax.enable_x64() and the like) applies; only XLA's
+    # compile runs on the compile thread.
+    assert threads == [threading.current_thread()] * 2
     assert 0 < first.selection_flops[spec] < 0.5 * first.flops[spec]
     second = CompiledSteps(make, mesh, abstract, str(tmp_path), "a")
     second.get(spec)
