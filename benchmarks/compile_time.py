@@ -11,13 +11,13 @@ loads the executable); (3) warm step cache: the serialised steps the first proce
 resumed run sees them (loads, no tracing). Prints seconds per bucket.
 
 A fourth process measures what a run waits for at each bucket switch, as train.run does it:
-with new (cold) caches, each bucket's step is traced when the previous bucket starts and compiled
-on the compile thread while that bucket trains (here: runs its step for --bucket-s seconds). It
-prints what `get` waited at the switch, and the cost: that wait plus what tracing and compiling
-added to the previous bucket's steps (their sum less steps x median step). On a CPU they compete
-with training for the cores, so the cost stays near the compile time; on a GPU/TPU host they run
-on otherwise idle host cores. The first bucket has nothing to hide behind here;
-in a run it compiles during the kNN evaluation at initialisation.
+with new (cold) caches, each bucket's step is traced while the previous bucket's first step runs
+and compiled on the compile thread while that bucket trains (here: runs its step for --bucket-s
+seconds). It prints what `get` waited at the switch, and the cost: that wait plus what tracing
+and compiling added to the previous bucket's steps (their sum less steps x median step). On a CPU
+they compete with training for the cores, so the cost stays near the compile time; on a GPU/TPU
+host they run on otherwise idle host cores. The first bucket has nothing to hide behind here; in
+a run it compiles during the kNN evaluation at initialisation.
 """
 
 import argparse
@@ -58,12 +58,12 @@ def child(args):
         state = init(jax.random.key(0))
         images = jax.device_put(np.zeros((args.batch, max(resolutions), max(resolutions), 3),
                                          np.uint8))
-    tracing_s = 0.0  # compile-ahead: what tracing and compiling the step added to the previous bucket
+    overlap_s = 0.0  # compile-ahead: what tracing and compiling a step added to the bucket before
     for i, (r, spec) in enumerate(zip(resolutions, specs)):
         t = time.perf_counter()
         step = steps.get(spec)
         out[r] = {'get_s': time.perf_counter() - t, 'loaded': spec in steps.loaded}
-        out[r]['cost_s'] = out[r]['get_s'] + tracing_s
+        out[r]['cost_s'] = out[r]['get_s'] + overlap_s
         if args.ahead:  # as train.run: trace the next bucket's step while this one's first runs
             times, start = [], time.perf_counter()
             while not times or time.perf_counter() - start < args.bucket_s:
@@ -74,7 +74,7 @@ def child(args):
                 jax.block_until_ready(metrics)
                 times.append(time.perf_counter() - t)
             median = sorted(times)[len(times) // 2]
-            tracing_s = max(sum(times) - len(times) * median, 0.0)
+            overlap_s = max(sum(times) - len(times) * median, 0.0)
             out[r]['steps'] = len(times)
     steps.close()
     print('RESULT ' + json.dumps(out), flush=True)
@@ -122,8 +122,8 @@ def main():
     for r in runs['cold']:
         c, x, w, a = (runs[k][r] for k in runs)
         assert w['loaded'] and not c['loaded'] and not x['loaded'] and not a['loaded'], (c, x, w, a)
-        print(f"| {r} | {c['get_s']:.2f} | {x['get_s']:.2f} | {w['get_s']:.2f} | {a['get_s']:.2f} | "
-              f"{a['cost_s']:.2f} ({a['steps']} steps) |")
+        print(f"| {r} | {c['get_s']:.2f} | {x['get_s']:.2f} | {w['get_s']:.2f} | "
+              f"{a['get_s']:.2f} | {a['cost_s']:.2f} ({a['steps']} steps) |")
 
 
 if __name__ == '__main__':
