@@ -169,9 +169,16 @@ def test_serialised_steps_load_without_tracing_and_compute_the_same(tmp_path, no
 
 
 def test_prefetched_steps_trace_in_the_callers_thread_and_keep_hard_augments_share(
-        tmp_path, no_persistent_cache):
+        tmp_path, no_persistent_cache, monkeypatch):
     init, method, tx, mesh, abstract = step_parts(tiny_config(), jax.devices()[:1])
-    threads = []
+    threads, compile_threads = [], []
+    compile_step = CompiledSteps._compile
+
+    def recording_compile(self, *args):
+        compile_threads.append(threading.current_thread())
+        return compile_step(self, *args)
+
+    monkeypatch.setattr(CompiledSteps, "_compile", recording_compile)
 
     def make(spec):
         threads.append(threading.current_thread())
@@ -187,6 +194,7 @@ def test_prefetched_steps_trace_in_the_callers_thread_and_keep_hard_augments_sha
     # where its JAX config (thread-local: jax.enable_x64() and the like) applies; only XLA's
     # compile runs on the compile thread.
     assert threads == [threading.current_thread()] * 2
+    assert len(compile_threads) == 1 and compile_threads[0] is not threading.current_thread()
     assert 0 < first.selection_flops[spec] < 0.5 * first.flops[spec]
     second = CompiledSteps(make, mesh, abstract, str(tmp_path), "a")
     second.get(spec)
