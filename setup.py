@@ -21,6 +21,7 @@ setup(
         "tqdm>=4.66",
         "matplotlib>=3.8",
         "absl-py>=2.0",
+        "filelock>=3.12",  # JAX's persistent cache needs it to evict beyond XLA_CACHE_BYTES
     ],
     extras_require={
         # torch CPU is only needed for the PyTorch/torchvision parity tests and export.

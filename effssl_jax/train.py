@@ -35,15 +35,33 @@ def build_method(config, dtype, steps_per_epoch: int, total_steps: int):
         dtype=dtype, steps_per_epoch=steps_per_epoch, total_steps=total_steps))
 
 
+XLA_CACHE_BYTES = 4 * 2**30  # least recently used executables are evicted beyond this
+
+
 def enable_compilation_cache(workdir: str) -> str:
     """Persistent XLA cache next to the workdir: a sibling run with the same shapes loads its
     buckets' executables instead of recompiling them (it still traces and lowers them); a resumed
     run loads its serialised steps from the returned folder without tracing (CompiledSteps)."""
     cache = os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache")
     jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_BYTES)
+    date_undated_entries(cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return os.path.join(cache, "steps")
+
+
+def date_undated_entries(cache: str) -> None:
+    """Gives each entry of XLA's cache that lacks one (written by a run without the cap) the access
+    time JAX's eviction reads; without it, JAX fails to write any new entry. Dated by mtime."""
+    if not os.path.isdir(cache):
+        return
+    for entry in os.scandir(cache):
+        if entry.name.endswith("-cache"):
+            atime = os.path.join(cache, entry.name.removesuffix("-cache") + "-atime")
+            if not os.path.exists(atime):
+                with open(atime, "wb") as f:
+                    f.write(entry.stat().st_mtime_ns.to_bytes(8, "little"))
 
 
 class Evaluator:

@@ -2,6 +2,7 @@
 serialised steps."""
 import os
 import threading
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,7 @@ import optax
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
-from effssl_jax import optim
+from effssl_jax import optim, train
 from effssl_jax.train_step import CompiledSteps, StepSpec, _prune, make_step_fn
 from tiny import compiled_step, put_batch, step_parts, tiny_config, tiny_images
 
@@ -217,6 +218,28 @@ def test_steps_from_xlas_persistent_cache_are_not_serialised(tmp_path):
                                      np.float32(5.0))
     assert np.isfinite(metrics["loss"]) and not steps.loaded
     assert not (tmp_path / "steps").exists() or not list((tmp_path / "steps").iterdir())
+
+
+def test_xlas_persistent_cache_is_capped():
+    """train.enable_compilation_cache bounds XLA's cache: JAX then keeps an access time next to
+    each entry and evicts the least recently used ones beyond XLA_CACHE_BYTES."""
+    assert jax.config.jax_compilation_cache_max_size == train.XLA_CACHE_BYTES
+    jax.jit(lambda x: x * 3.0 + 1.0).lower(jnp.ones(7)).compile()
+    cache = Path(jax.config.jax_compilation_cache_dir)
+    entries = {p.name.removesuffix("-cache") for p in cache.glob("*-cache")}
+    assert entries and entries == {p.name.removesuffix("-atime") for p in cache.glob("*-atime")}
+
+
+def test_entries_cached_without_the_cap_are_dated_so_that_new_ones_can_be_written(tmp_path):
+    from jax._src.lru_cache import LRUCache
+    (tmp_path / "old-cache").write_bytes(b"x" * 100)  # as written by a run without the cap
+    os.utime(tmp_path / "old-cache", (1000, 1000))
+    with pytest.raises(FileNotFoundError):  # what JAX hits on every write to such a cache
+        LRUCache(str(tmp_path), max_size=150).put("new", b"y" * 100)
+    train.date_undated_entries(str(tmp_path))
+    assert int.from_bytes((tmp_path / "old-atime").read_bytes(), "little") == 1000 * 10**9
+    LRUCache(str(tmp_path), max_size=150).put("new", b"y" * 100)  # evicts the older entry
+    assert sorted(p.name for p in tmp_path.glob("*-cache")) == ["new-cache"]
 
 
 def test_step_cache_keeps_the_most_recently_used_entries(tmp_path):
