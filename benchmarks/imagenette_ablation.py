@@ -40,13 +40,14 @@ def config_arg(row: str, epochs: int, scale: str) -> str:
     return f"{os.path.join(REPO, 'configs', 'imagenette_ablation.py')}:{row},{epochs},{scale}"
 
 
-def run_row(row: str, epochs: int, scale: str, runs: str, data_dir: str) -> str:
+def run_row(row: str, epochs: int, scale: str, runs: str, data_dir: str, seed: int) -> str:
     workdir = os.path.join(runs, row.replace("+", "_"))
     if os.path.exists(os.path.join(workdir, "summary.json")):
         return workdir
     cmd = [sys.executable, os.path.join(REPO, "launch.py"),
            f"--config={config_arg(row, epochs, scale)}",
-           f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--config.progress_bar=False"]
+           f"--workdir={workdir}", f"--config.data_dir={data_dir}", f"--config.seed={seed}",
+           "--config.progress_bar=False"]
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     return workdir
@@ -139,13 +140,16 @@ def main():
     ap.add_argument("--scale", default=DEFAULT_SCALE, choices=tuple(SCALES))
     ap.add_argument("--data-dir", default=os.path.join(REPO, "..", "shared", "data",
                                                         "imagenette2-160"))
-    ap.add_argument("--runs", help="default: runs/imagenette_ablation[_cifar16]")
-    ap.add_argument("--out", help="default: results/imagenette_ablation[_cifar16]")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="config.seed of every row (initialisation, data order, augmentations)")
+    ap.add_argument("--runs", help="default: runs/imagenette_ablation[_cifar16][_seedN]")
+    ap.add_argument("--out", help="default: results/imagenette_ablation[_cifar16][_seedN]")
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--time-steps", action="store_true",
                     help="also time every row's bucket steps side by side (a few minutes)")
     args = ap.parse_args()
-    suffix = "" if args.scale == DEFAULT_SCALE else f"_{args.scale}"
+    suffix = ("" if args.scale == DEFAULT_SCALE else f"_{args.scale}") + (
+        f"_seed{args.seed}" if args.seed else "")
     args.runs = args.runs or os.path.join(REPO, "runs", "imagenette_ablation" + suffix)
     args.out = args.out or os.path.join(REPO, "results", "imagenette_ablation" + suffix)
     rows = args.rows.split(",")
@@ -155,7 +159,7 @@ def main():
     workdirs = {r: os.path.join(args.runs, r.replace("+", "_")) for r in rows}
     if not args.table_only:
         for r in rows:
-            run_row(r, args.epochs, args.scale, args.runs, os.path.abspath(args.data_dir))
+            run_row(r, args.epochs, args.scale, args.runs, os.path.abspath(args.data_dir), args.seed)
 
     finished = {r: d for r, d in workdirs.items()
                 if os.path.exists(os.path.join(d, "summary.json"))}
@@ -168,7 +172,7 @@ def main():
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}\n\n"
                 f"Command: python benchmarks/imagenette_ablation.py --epochs {args.epochs} "
-                f"--scale {args.scale}\n\n{md}\n")
+                f"--scale {args.scale} --seed {args.seed}\n\n{md}\n")
     with open(os.path.join(args.out, "table.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
