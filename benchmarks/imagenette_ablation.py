@@ -6,6 +6,8 @@ one after another (each resumable: rerun the command to continue) and prints the
     python benchmarks/imagenette_ablation.py --table-only        # table from finished runs
     python benchmarks/imagenette_ablation.py --table-only --time-steps   # + step-time speed-ups
     python benchmarks/imagenette_ablation.py --scale cifar16     # CIFAR stem at 16 px
+    python benchmarks/imagenette_ablation.py --scale cifar16 --seed 1            # another seed
+    python benchmarks/imagenette_ablation.py --scale cifar16 --seeds-table 0,1   # spread over seeds
 
 Scales (configs/imagenette_ablation.py): imagenet32 (default) and cifar16.
 
@@ -127,10 +129,60 @@ def table(workdirs: dict[str, str], predicted_seconds: dict[str, float] | None =
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+def markdown(rows: list[dict], columns=COLUMNS) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def default_dir(kind: str, scale: str, seed: int) -> str:
+    suffix = ("" if scale == DEFAULT_SCALE else f"_{scale}") + (f"_seed{seed}" if seed else "")
+    return os.path.join(REPO, kind, "imagenette_ablation" + suffix)
+
+
+def final_accuracies(workdir: str) -> tuple[float | None, float | None]:
+    """(kNN, linear) top-1 % of a finished run: the train loop's last kNN, and the latest
+    linear probe of `python -m effssl_jax.evaluate` if one was run."""
+    path = os.path.join(workdir, "summary.json")
+    if not os.path.exists(path):
+        return None, None
+    with open(path) as f:
+        knn = 100 * json.load(f)["knn_top1"]
+    linear = None
+    if os.path.exists(path := os.path.join(workdir, "eval.json")):
+        with open(path) as f:
+            linear = next((100 * r["linear"]["top1"] for r in reversed(json.load(f))
+                           if "linear" in r), None)
+    return knn, linear
+
+
+def seeds_table(rows: list[str], scale: str, seeds: list[int]) -> tuple[list[dict], tuple]:
+    """Per row, kNN and linear top-1 of each seed's run (runs/..._seedN, default folders), their
+    mean, and the mean difference to the `ca` row over the seeds both finished."""
+    def fmt(values):
+        return " / ".join("–" if v is None else f"{v:.2f}" for v in values)
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return f"{sum(values) / len(values):.2f}" if values else "–"
+
+    acc = {r: [final_accuracies(os.path.join(default_dir("runs", scale, s), r.replace("+", "_")))
+               for s in seeds] for r in rows}
+    seeds_s = "/".join(map(str, seeds))
+    columns = ("row", f"kNN % (seeds {seeds_s})", "kNN mean", "kNN vs CA",
+               f"linear % (seeds {seeds_s})", "linear mean", "linear vs CA")
+    out = []
+    for r in rows:
+        line = {"row": r}
+        for i, name in ((0, "kNN"), (1, "linear")):
+            values = [a[i] for a in acc[r]]
+            line[f"{name} % (seeds {seeds_s})"], line[f"{name} mean"] = fmt(values), mean(values)
+            base = [a[i] for a in acc.get("ca", [(None, None)] * len(seeds))]
+            diffs = [v - b for v, b in zip(values, base) if v is not None and b is not None]
+            line[f"{name} vs CA"] = (f"{sum(diffs) / len(diffs):+.2f}" if diffs and r != "ca"
+                                     else "–")
+        out.append(line)
+    return out, columns
 
 
 def main():
@@ -147,15 +199,25 @@ def main():
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--time-steps", action="store_true",
                     help="also time every row's bucket steps side by side (a few minutes)")
+    ap.add_argument("--seeds-table", metavar="SEEDS",
+                    help="only write OUT/seeds.md: kNN and linear top-1 of the finished runs of "
+                         "these seeds (comma-separated), in the default runs folders")
     args = ap.parse_args()
-    suffix = ("" if args.scale == DEFAULT_SCALE else f"_{args.scale}") + (
-        f"_seed{args.seed}" if args.seed else "")
-    args.runs = args.runs or os.path.join(REPO, "runs", "imagenette_ablation" + suffix)
-    args.out = args.out or os.path.join(REPO, "results", "imagenette_ablation" + suffix)
+    args.runs = args.runs or default_dir("runs", args.scale, args.seed)
+    args.out = args.out or default_dir("results", args.scale, args.seed)
     rows = args.rows.split(",")
     unknown = set(rows) - set(ROWS)
     if unknown:
         sys.exit(f"error: unknown rows {sorted(unknown)}; valid: {', '.join(ROWS)}")
+    if args.seeds_table:
+        seeds = [int(s) for s in args.seeds_table.split(",")]
+        md = markdown(*seeds_table(rows, args.scale, seeds))
+        print(md)
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "seeds.md"), "w") as f:
+            f.write(f"Command: python benchmarks/imagenette_ablation.py --scale {args.scale} "
+                    f"--seeds-table {args.seeds_table}\n\n{md}\n")
+        return
     workdirs = {r: os.path.join(args.runs, r.replace("+", "_")) for r in rows}
     if not args.table_only:
         for r in rows:
