@@ -42,8 +42,12 @@ def config_arg(row: str, epochs: int, scale: str) -> str:
     return f"{os.path.join(REPO, 'configs', 'imagenette_ablation.py')}:{row},{epochs},{scale}"
 
 
+def row_dir(runs: str, row: str) -> str:
+    return os.path.join(runs, row.replace("+", "_"))
+
+
 def run_row(row: str, epochs: int, scale: str, runs: str, data_dir: str, seed: int) -> str:
-    workdir = os.path.join(runs, row.replace("+", "_"))
+    workdir = row_dir(runs, row)
     if os.path.exists(os.path.join(workdir, "summary.json")):
         return workdir
     cmd = [sys.executable, os.path.join(REPO, "launch.py"),
@@ -143,16 +147,14 @@ def default_dir(kind: str, scale: str, seed: int) -> str:
 def final_accuracies(workdir: str) -> tuple[float | None, float | None]:
     """(kNN, linear) top-1 % of a finished run: the train loop's last kNN, and the latest
     linear probe of `python -m effssl_jax.evaluate` if one was run."""
+    from effssl_jax.evaluate import read_eval_records
     path = os.path.join(workdir, "summary.json")
     if not os.path.exists(path):
         return None, None
     with open(path) as f:
         knn = 100 * json.load(f)["knn_top1"]
-    linear = None
-    if os.path.exists(path := os.path.join(workdir, "eval.json")):
-        with open(path) as f:
-            linear = next((100 * r["linear"]["top1"] for r in reversed(json.load(f))
-                           if "linear" in r), None)
+    linear = next((100 * r["linear"]["top1"] for r in reversed(read_eval_records(workdir))
+                   if "linear" in r), None)
     return knn, linear
 
 
@@ -166,8 +168,9 @@ def seeds_table(rows: list[str], scale: str, seeds: list[int]) -> tuple[list[dic
         values = [v for v in values if v is not None]
         return f"{sum(values) / len(values):.2f}" if values else "–"
 
-    acc = {r: [final_accuracies(os.path.join(default_dir("runs", scale, s), r.replace("+", "_")))
-               for s in seeds] for r in rows}
+    acc = {r: [final_accuracies(row_dir(default_dir("runs", scale, s), r)) for s in seeds]
+           for r in rows}
+    base = acc.get("ca", [(None, None)] * len(seeds))
     seeds_s = "/".join(map(str, seeds))
     columns = ("row", f"kNN % (seeds {seeds_s})", "kNN mean", "kNN vs CA",
                f"linear % (seeds {seeds_s})", "linear mean", "linear vs CA")
@@ -177,8 +180,7 @@ def seeds_table(rows: list[str], scale: str, seeds: list[int]) -> tuple[list[dic
         for i, name in ((0, "kNN"), (1, "linear")):
             values = [a[i] for a in acc[r]]
             line[f"{name} % (seeds {seeds_s})"], line[f"{name} mean"] = fmt(values), mean(values)
-            base = [a[i] for a in acc.get("ca", [(None, None)] * len(seeds))]
-            diffs = [v - b for v, b in zip(values, base) if v is not None and b is not None]
+            diffs = [v - b[i] for v, b in zip(values, base) if v is not None and b[i] is not None]
             line[f"{name} vs CA"] = (f"{sum(diffs) / len(diffs):+.2f}" if diffs and r != "ca"
                                      else "–")
         out.append(line)
@@ -218,7 +220,7 @@ def main():
             f.write(f"Command: python benchmarks/imagenette_ablation.py --scale {args.scale} "
                     f"--seeds-table {args.seeds_table}\n\n{md}\n")
         return
-    workdirs = {r: os.path.join(args.runs, r.replace("+", "_")) for r in rows}
+    workdirs = {r: row_dir(args.runs, r) for r in rows}
     if not args.table_only:
         for r in rows:
             run_row(r, args.epochs, args.scale, args.runs, os.path.abspath(args.data_dir), args.seed)
