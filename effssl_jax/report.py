@@ -27,8 +27,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import cycler  # noqa: E402
 
 SP_LABELS = {"fixed": "-", "progressive": "P", "super_progressive": "SP"}
+# Ten colours solid, then dashed, then dotted: runs past the tenth keep their own line.
+RUN_STYLES = cycler(linestyle=["-", "--", ":"]) * cycler(color=plt.get_cmap("tab10").colors)
 
 
 @dataclasses.dataclass
@@ -203,8 +206,16 @@ def _series(rows, x, y):
     return [r[x] for r in rows], [r[y] for r in rows]
 
 
+def _subplots(*args, **kwargs):
+    """plt.subplots whose axes draw successive runs in RUN_STYLES."""
+    fig, axes = plt.subplots(*args, **kwargs)
+    for ax in getattr(axes, "flat", [axes]):
+        ax.set_prop_cycle(RUN_STYLES)
+    return fig, axes
+
+
 def plot_lr_momentum(runs: list[Run], path: str) -> None:
-    fig, (ax_lr, ax_m) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    fig, (ax_lr, ax_m) = _subplots(2, 1, figsize=(8, 6.5), sharex=True)
     for run in runs:
         ax_lr.plot(*_series(run.train_rows, "step", "lr"), label=run.label)
         ax_m.plot(*_series(run.train_rows, "step", "momentum"), label=run.label)
@@ -217,7 +228,7 @@ def plot_lr_momentum(runs: list[Run], path: str) -> None:
 
 
 def plot_resolution_magnitude(runs: list[Run], path: str) -> None:
-    fig, (ax_r, ax_m) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    fig, (ax_r, ax_m) = _subplots(2, 1, figsize=(8, 6.5), sharex=True)
     for run in runs:
         ax_r.step(*_series(run.train_rows, "epoch", "resolution"), where="post", label=run.label)
         ax_m.plot(*_series(run.train_rows, "epoch", "magnitude"), label=run.label)
@@ -231,15 +242,15 @@ def plot_resolution_magnitude(runs: list[Run], path: str) -> None:
 
 
 def plot_knn_vs_cost(runs: list[Run], path: str) -> None:
-    fig, (ax_f, ax_t) = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    fig, (ax_f, ax_t) = _subplots(1, 2, figsize=(12, 4.8), sharey=True)
     for run in runs:
         points = _cumulative_cost(run)
         if not points:
             continue
         acc = [100 * p[0] for p in points]
-        line, = ax_f.plot([p[1] for p in points], acc, "o-", ms=4, label=run.label)
-        ax_t.plot([p[2] for p in points], acc, "o-", ms=4, color=line.get_color(),
-                  label=run.label)
+        line, = ax_f.plot([p[1] for p in points], acc, marker="o", ms=4, label=run.label)
+        ax_t.plot([p[2] for p in points], acc, marker="o", ms=4, color=line.get_color(),
+                  linestyle=line.get_linestyle(), label=run.label)
     _style(ax_f, "training compute (PFLOPs)", "kNN top-1 accuracy (%)", "kNN accuracy vs compute")
     _style(ax_t, "training time (s; excl. compile, eval, checkpoints)", "",
            "kNN accuracy vs training time")

@@ -60,3 +60,10 @@ def test_cost_curve_of_runs_logged_without_cost_fields(two_runs):
     assert [p[0] for p in rebuilt] == [p[0] for p in recorded]
     assert [p[1] for p in rebuilt] == pytest.approx([p[1] for p in recorded], rel=1e-6)
     assert rebuilt[-1][2] > 0
+
+
+def test_runs_past_the_tenth_keep_their_own_line_style():
+    fig, (ax, _) = report._subplots(1, 2)
+    lines = [ax.plot([0, 1], [0, i])[0] for i in range(12)]
+    assert len({(line.get_color(), line.get_linestyle()) for line in lines}) == 12
+    report.plt.close(fig)
