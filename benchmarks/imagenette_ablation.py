@@ -46,9 +46,18 @@ def row_dir(runs: str, row: str) -> str:
     return os.path.join(runs, row.replace("+", "_"))
 
 
+def read_summary(workdir: str) -> dict | None:
+    """The run's summary.json, or None while the run has not finished."""
+    path = os.path.join(workdir, "summary.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def run_row(row: str, epochs: int, scale: str, runs: str, data_dir: str, seed: int) -> str:
     workdir = row_dir(runs, row)
-    if os.path.exists(os.path.join(workdir, "summary.json")):
+    if read_summary(workdir) is not None:
         return workdir
     cmd = [sys.executable, os.path.join(REPO, "launch.py"),
            f"--config={config_arg(row, epochs, scale)}",
@@ -78,8 +87,7 @@ def step_times(workdirs: dict[str, str], epochs: int, scale: str,
     timed = {}  # StepSpec -> [compiled step, state, images, times]; shared by rows (same cost)
     row_steps = {}  # row -> [(StepSpec, steps run)]
     for row, d in workdirs.items():
-        with open(os.path.join(d, "summary.json")) as f:
-            summary = json.load(f)
+        summary = read_summary(d)
         config = costs.load_config(config_arg(row, epochs, scale))
         dtype = train.compute_dtype(config.dtype)
         plan, method, tx, init, abstract = train.build_state(config, mesh, dtype, 9469)
@@ -110,12 +118,7 @@ def step_times(workdirs: dict[str, str], epochs: int, scale: str,
 
 
 def table(workdirs: dict[str, str], predicted_seconds: dict[str, float] | None = None) -> list[dict]:
-    summaries = {}
-    for row, d in workdirs.items():
-        path = os.path.join(d, "summary.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                summaries[row] = json.load(f)
+    summaries = {row: s for row, d in workdirs.items() if (s := read_summary(d)) is not None}
     base = summaries.get("ca")
     rows = []
     for row, s in summaries.items():
@@ -148,11 +151,10 @@ def final_accuracies(workdir: str) -> tuple[float | None, float | None]:
     """(kNN, linear) top-1 % of a finished run: the train loop's last kNN, and the latest
     linear probe of `python -m effssl_jax.evaluate` if one was run."""
     from effssl_jax.evaluate import read_eval_records
-    path = os.path.join(workdir, "summary.json")
-    if not os.path.exists(path):
+    summary = read_summary(workdir)
+    if summary is None:
         return None, None
-    with open(path) as f:
-        knn = 100 * json.load(f)["knn_top1"]
+    knn = 100 * summary["knn_top1"]
     linear = next((100 * r["linear"]["top1"] for r in reversed(read_eval_records(workdir))
                    if "linear" in r), None)
     return knn, linear
@@ -225,8 +227,7 @@ def main():
         for r in rows:
             run_row(r, args.epochs, args.scale, args.runs, os.path.abspath(args.data_dir), args.seed)
 
-    finished = {r: d for r, d in workdirs.items()
-                if os.path.exists(os.path.join(d, "summary.json"))}
+    finished = {r: d for r, d in workdirs.items() if read_summary(d) is not None}
     predicted = (step_times(finished, args.epochs, args.scale)
                  if args.time_steps and finished else None)
     result = table(workdirs, predicted)

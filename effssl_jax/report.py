@@ -209,7 +209,7 @@ def _series(rows, x, y):
 def _subplots(*args, **kwargs):
     """plt.subplots whose axes draw successive runs in RUN_STYLES."""
     fig, axes = plt.subplots(*args, **kwargs)
-    for ax in getattr(axes, "flat", [axes]):
+    for ax in axes.flat:
         ax.set_prop_cycle(RUN_STYLES)
     return fig, axes
 
