@@ -9,7 +9,8 @@
 #
 # The step is the trainer's own (train_step.make_step_fn: on-device augmentation, two views with
 # per-view BN, SimSiam loss, SGD), data-parallel over all local devices, state donated. FLOPs are
-# XLA's cost analysis of the compiled step (augmentation included, a <1% share);
+# XLA's cost analysis of the step's HLO before backend optimisation (augmentation included, a <1%
+# share; the compiled GPU executable's own analysis leaves out cuDNN's convolutions);
 # MFU = FLOPs/step x steps/s / (devices x peak dense bf16 FLOP/s).
 set -euo pipefail
 cd "$(dirname "$0")/.."

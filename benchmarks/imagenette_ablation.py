@@ -13,7 +13,7 @@ Scales (configs/imagenette_ablation.py): imagenet32 (default) and cifar16.
 
 Writes RUNS/<row>/ (workdirs; RUNS and OUT end in _cifar16 for that scale) and
 OUT/{table.md,table.csv} plus the report plots. Speed-ups are against the `ca` row: FLOPs from
-XLA's cost analysis of each compiled step, wall-clock from the runs' train_time_s (compile,
+XLA's cost analysis of each bucket's step, wall-clock from the runs' train_time_s (compile,
 evaluation and checkpoint time excluded). On a shared machine the runs' wall-clock is skewed by
 whatever else ran meanwhile; --time-steps therefore also times every row's compiled bucket steps
 side by side (interleaved rounds, median) and predicts each row's training time as the sum over

@@ -21,7 +21,7 @@ def get_config(arg=None):
     c.optim.momentum = 0.9
     c.progressive.schedule = "fixed"
     c.eval.at_init = False
-    c.eval.every_epochs = 1e9  # no evaluation
+    c.eval.every_epochs = 0  # no evaluation
     c.log_every_steps = 1
     c.checkpoint_every_steps = 10 ** 9
     return c

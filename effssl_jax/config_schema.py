@@ -97,7 +97,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.hard_augment.extra_targets = False  # Table 9 variant: unselected views as extra targets
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.every_epochs = 10.0
+    c.eval.every_epochs = 10.0  # and at the end of training; 0: no kNN evaluation
     c.eval.knn_k = 200
     c.eval.knn_temperature = 0.1
     c.eval.resolution = 0  # 0: r_max
@@ -168,5 +168,8 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
         _fail(f"dtype={c.dtype!r} is unknown; valid: {', '.join(DTYPES)}")
     if c.mode not in ("train", "lr_range_test"):
         _fail(f"mode={c.mode!r} is unknown; valid: train, lr_range_test")
+    if c.eval.every_epochs < 0:
+        _fail(f"eval.every_epochs={c.eval.every_epochs} must be >= 0 (0 turns the kNN "
+              "evaluation off)")
     if c.eval.knn_k <= 0 or c.eval.knn_temperature <= 0:
         _fail("eval.knn_k and eval.knn_temperature must be positive")

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from effssl_jax.train_step import StepSpec, data_mesh, make_step_fn
+from effssl_jax.train_step import StepSpec, data_mesh, flops_of, make_step_fn
 
 
 def load_config(path_and_arg: str):
@@ -38,7 +38,7 @@ def plan_flops(config, num_examples: int) -> dict:
         spec = StepSpec(r, plan.num_views, plan.selection_resolution(r), host, config.batch_size)
         lowered = jax.jit(make_step_fn(method, tx, spec, jnp.float32)).lower(
             state, images, jax.ShapeDtypeStruct((), jnp.float32))
-        per_step[r] = float(lowered.cost_analysis()["flops"])
+        per_step[r] = flops_of(lowered)
     steps = {r: sum(s.steps for s in plan.stages if s.resolution == r) for r in plan.resolutions}
     return {"plan": plan, "gflops_per_step": {r: f / 1e9 for r, f in per_step.items()},
             "steps": steps, "total_pflops": sum(steps[r] * per_step[r] for r in steps) / 1e15}

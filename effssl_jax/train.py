@@ -74,8 +74,9 @@ class Evaluator:
         batch = max(config.eval.batch_size // mesh.devices.size, 1) * mesh.devices.size
         size = train_ds.images.shape[1]
         images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8)
-        self.feature_fn = fn.lower(abstract_vars, images).compile()
-        self.flops_per_batch = flops_of(self.feature_fn)
+        lowered = fn.lower(abstract_vars, images)
+        self.feature_fn = lowered.compile()
+        self.flops_per_batch = flops_of(lowered)
         self.batches = sum(-(-len(d) // batch) for d in (train_ds, eval_ds))
 
     def knn_top1(self, state) -> float:
@@ -122,7 +123,7 @@ def build_state(config, mesh, dtype, num_train: int):
 
 
 def _eval_due(config, plan, step: int) -> bool:
-    if config.eval.every_epochs > config.epochs:  # evaluation off (e.g. the LR range test)
+    if config.eval.every_epochs <= 0:  # evaluation off (e.g. the LR range test)
         return False
     every = max(round(config.eval.every_epochs * plan.steps_per_epoch), 1)
     return step % every == 0 or step == plan.total_steps

@@ -2,7 +2,6 @@
 serialised steps."""
 import os
 import threading
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -220,14 +219,22 @@ def test_steps_from_xlas_persistent_cache_are_not_serialised(tmp_path):
     assert not (tmp_path / "steps").exists() or not list((tmp_path / "steps").iterdir())
 
 
-def test_xlas_persistent_cache_is_capped():
+def test_xlas_persistent_cache_is_capped(tmp_path):
     """train.enable_compilation_cache bounds XLA's cache: JAX then keeps an access time next to
     each entry and evicts the least recently used ones beyond XLA_CACHE_BYTES."""
-    assert jax.config.jax_compilation_cache_max_size == train.XLA_CACHE_BYTES
-    jax.jit(lambda x: x * 3.0 + 1.0).lower(jnp.ones(7)).compile()
-    cache = Path(jax.config.jax_compilation_cache_dir)
-    entries = {p.name.removesuffix("-cache") for p in cache.glob("*-cache")}
-    assert entries and entries == {p.name.removesuffix("-atime") for p in cache.glob("*-atime")}
+    suites_cache = jax.config.jax_compilation_cache_dir
+    # JAX opens its cache once per process: a fresh one, whichever tests ran before in this worker.
+    compilation_cache.reset_cache()
+    try:
+        train.enable_compilation_cache(str(tmp_path / "run"))
+        assert jax.config.jax_compilation_cache_max_size == train.XLA_CACHE_BYTES
+        jax.jit(lambda x: x * 3.0 + 1.0).lower(jnp.ones(7)).compile()
+        cache = tmp_path / ".jax_cache"
+        entries = {p.name.removesuffix("-cache") for p in cache.glob("*-cache")}
+        assert entries and entries == {p.name.removesuffix("-atime") for p in cache.glob("*-atime")}
+    finally:
+        compilation_cache.reset_cache()
+        jax.config.update("jax_compilation_cache_dir", suites_cache)
 
 
 def test_entries_cached_without_the_cap_are_dated_so_that_new_ones_can_be_written(tmp_path):
@@ -253,3 +260,38 @@ def test_step_cache_keeps_the_most_recently_used_entries(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["newest.pkl", "old.pkl", "other.txt"]
     _prune(str(tmp_path), 10)  # the newest entry stays, even beyond the limit
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.pkl", "other.txt"]
+
+
+def test_evaluation_runs_every_few_epochs_and_at_the_end_unless_off():
+    from effssl_jax import config_schema, plan as plan_lib
+    c = config_schema.default_config()
+    c.batch_size, c.epochs, c.eval.every_epochs = 100, 12, 5.0
+    p = plan_lib.make_plan(c, 1000)  # 10 steps per epoch, 120 steps
+    assert [s for s in range(1, 121) if train._eval_due(c, p, s)] == [50, 100, 120]
+    c.epochs = 1  # shorter than the cadence: the trained network is still evaluated
+    p = plan_lib.make_plan(c, 1000)
+    assert [s for s in range(1, 11) if train._eval_due(c, p, s)] == [10]
+    c.eval.every_epochs = 0
+    assert not any(train._eval_due(c, p, s) for s in range(1, 11))
+    c.eval.every_epochs = -1
+    with pytest.raises(ValueError, match="every_epochs=-1.*0 turns"):
+        config_schema.validate(c)
+
+
+def test_flops_are_counted_where_lowered_cost_analysis_is_unimplemented(monkeypatch):
+    """CUDA and TPU (PJRT plugins) raise NotImplementedError for Lowered.cost_analysis; their
+    compiled executables' count leaves out cuDNN's convolutions. The HLO is then analysed on the
+    CPU client: the same count, convolutions included."""
+    from effssl_jax.train_step import flops_of
+    conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    lowered = conv.lower(jnp.ones((2, 6, 6, 4)), jnp.ones((3, 3, 4, 8)))
+    valid_taps = sum(min(i + 2, 6) - max(i - 1, 0) for i in range(6)) ** 2  # per in/out channel
+    expected = 2 * 2 * valid_taps * 4 * 8  # XLA counts the taps that fall inside the map
+    assert flops_of(lowered) == expected
+
+    def unimplemented(self):
+        raise NotImplementedError("Lowered.cost_analysis not implemented on platform 'cuda'")
+
+    monkeypatch.setattr(type(lowered), "cost_analysis", unimplemented)
+    assert flops_of(lowered) == expected
