@@ -111,6 +111,10 @@ def per_conv(side, cifar_stem, batch, reps):
         tw = torch.from_numpy(w.transpose(3, 2, 0, 1).copy()).requires_grad_()
         tg = torch.from_numpy(g.transpose(0, 3, 1, 2).copy())
 
+        with torch.no_grad():  # the same convolution in both
+            same = torch.nn.functional.conv2d(tx, tw, padding=1).numpy().transpose(0, 2, 3, 1)
+        np.testing.assert_allclose(np.asarray(fwd(jx, jw)), same, rtol=1e-4, atol=1e-4)
+
         def torch_fwd():
             with torch.no_grad():
                 torch.nn.functional.conv2d(tx, tw, padding=1)
