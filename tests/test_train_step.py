@@ -50,6 +50,18 @@ def test_eight_devices_float32_loss():
     assert m1["loss"] == pytest.approx(m8["loss"], rel=1e-5)
 
 
+def test_flops_count_the_global_batch_once_on_any_number_of_devices():
+    flops = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        _, method, tx, mesh, abstract = step_parts(tiny_config(), devices)
+        steps = CompiledSteps(lambda s: make_step_fn(method, tx, s, jnp.float32), mesh, abstract)
+        spec = StepSpec(16, 2, 8, 16, 16)
+        steps.get(spec)
+        steps.close()
+        flops.append(steps.flops[spec])
+    assert flops[0] == flops[1] > 0
+
+
 def test_step_changes_params_and_is_deterministic():
     config = tiny_config()
     images = tiny_images()
