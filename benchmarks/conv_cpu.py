@@ -90,6 +90,11 @@ def per_conv(side, cifar_stem, batch, reps):
     import torch
     from jax import lax
     torch.set_num_threads(os.cpu_count())
+
+    def conv(x, w):
+        return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
     hw = side if cifar_stem else side // 4
     for stage in range(4):
         h, c = hw >> stage, 64 << stage
@@ -98,11 +103,6 @@ def per_conv(side, cifar_stem, batch, reps):
         r = np.random.RandomState(stage)
         x, g = (r.randn(batch, h, h, c).astype(np.float32) for _ in range(2))
         w = (r.randn(3, 3, c, c) * (2 / (9 * c)) ** 0.5).astype(np.float32)
-
-        def conv(x, w):
-            return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
-                                            dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-
         jx, jw, jg = map(jnp.asarray, (x, w, g))
         fwd = jax.jit(conv)
         dx = jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0])

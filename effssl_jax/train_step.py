@@ -259,19 +259,18 @@ class CompiledSteps:
         self._worker.shutdown(wait=True, cancel_futures=True)
 
     def _lower_all(self, spec: StepSpec):
-        """The lowered step and Hard Augment's share of its FLOPs: from the cost of the same step
-        without selection (lowered only, not compiled: the ratio of the two HLO estimates)."""
-        lowered, share = self._lower(spec), 0.0
-        if spec.num_views > 2:
-            plain = flops_of(self._lower(dataclasses.replace(spec, num_views=2)))
-            share = 1 - plain / flops_of(lowered)
-        return lowered, share
+        """The lowered step and, with Hard Augment, the same step without selection (lowered
+        only, never compiled: its FLOPs give selection's share)."""
+        lowered = self._lower(spec)
+        if spec.num_views <= 2:
+            return lowered, None
+        return lowered, self._lower(dataclasses.replace(spec, num_views=2))
 
-    def _compile(self, spec: StepSpec, lowered, selection_share: float) -> None:
+    def _compile(self, spec: StepSpec, lowered, plain) -> None:
         with _persistent_cache_hits() as hits:
             compiled = lowered.compile()
         self.flops[spec] = flops_of(lowered)
-        self.selection_flops[spec] = self.flops[spec] * selection_share
+        self.selection_flops[spec] = 0.0 if plain is None else self.flops[spec] - flops_of(plain)
         self.compiled[spec] = compiled
         if not hits:  # jaxlib 0.10 (CPU): an executable loaded from XLA's persistent cache
             self._save(spec)  # serialises without its kernels and fails when run
