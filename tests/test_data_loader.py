@@ -10,13 +10,14 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import COMPILE_FAST
 from PIL import Image
 
 from effssl_jax import config_schema
-from effssl_jax.data import datasets, loader, prepare, sources
+from effssl_jax.data import datasets, decode, grain_loader, prepare, sources
 from effssl_jax.data.errors import DataError
 from effssl_jax.data.folder import decode_image
-from conftest import COMPILE_FAST
+from effssl_jax.data.order import Sampler
 
 IMAGENETTE = "/work/shared/data/imagenette2-160"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,7 +87,7 @@ def test_prepare_round_trip_preserves_images_and_labels(tmp_path):
         good = [i for i, p in enumerate(plain.paths) if not p.endswith("zero.jpg")]
         assert len(packed) == len(good) == 8
         assert packed.class_names == plain.class_names == ["n01440764", "n02102040"]
-        images, labels, ok = loader.decode_examples(packed, range(len(packed)), 40)
+        images, labels, ok = decode.decode_examples(packed, range(len(packed)), 40)
         assert ok.all()
         np.testing.assert_array_equal(labels, plain.labels[good])
         for img, i in zip(images, good):
@@ -131,7 +132,7 @@ def test_dataset_table_and_imagenette_folder(tmp_path):
     assert datasets.info_for("stl10").train_split == "train+unlabelled"
     assert datasets.info_for("stl10").bank_split == "train"
     assert datasets.info_for("imagenet2012").num_classes == 1000
-    assert datasets.info_for("tfds:cifar10").mean == datasets.DATASETS["cifar10"].mean
+    assert datasets.info_for("tfds:cifar10") == datasets.DATASETS["cifar10"]
     assert datasets.info_for("tfds:imagenette/160px-v2").tfds_name == "imagenette/160px-v2"
     src = _cut_imagenette(tmp_path / "nette", per_class=1)
     # --config.dataset=imagenette with a data_dir holding train/ and val/ reads the folders.
@@ -140,11 +141,11 @@ def test_dataset_table_and_imagenette_folder(tmp_path):
 
 
 def test_host_sizes_follow_the_buckets():
-    assert [loader.host_size(r, 8 / 7) for r in (96, 128, 160, 192, 224)] == \
+    assert [grain_loader.host_size(r, 8 / 7) for r in (96, 128, 160, 192, 224)] == \
         [112, 144, 184, 216, 256]
-    assert loader.host_size(224, 8 / 7, fixed=160) == 160
+    assert grain_loader.host_size(224, 8 / 7, fixed=160) == 160
     sizes = ((0, 256), (10, 112), (20, 144))
-    assert [loader.size_at(sizes, s) for s in (0, 9, 10, 19, 20, 99)] == \
+    assert [grain_loader.size_at(sizes, s) for s in (0, 9, 10, 19, 20, 99)] == \
         [256, 256, 112, 112, 144, 144]
 
 
@@ -157,8 +158,8 @@ def test_host_shards_are_disjoint_and_cover_each_epoch(processes):
     for epoch in range(2):
         seen = []
         for p in range(processes):
-            sampler = loader.Sampler(n, batch, seed=3, process_index=p, process_count=processes)
-            ld = loader.GrainLoader(source, sampler, ((0, 8),), 6, threads=2)
+            sampler = Sampler(n, batch, seed=3, process_index=p, process_count=processes)
+            ld = grain_loader.GrainLoader(source, sampler, ((0, 8),), 6, threads=2)
             ld.restore(3 * epoch)
             host = [(step, _ids(images)) for _, (step, images) in zip(range(3), ld)]
             ld.close()
@@ -173,15 +174,15 @@ def test_host_shards_are_disjoint_and_cover_each_epoch(processes):
 def test_host_shards_drop_only_the_incomplete_batch():
     n, batch = 50, 16  # 3 full batches; 2 examples left out of each epoch
     seen = [i for p in range(4) for s in range(3)
-            for i in loader.Sampler(n, batch, 0, p, 4).indices(s)]
+            for i in Sampler(n, batch, 0, p, 4).indices(s)]
     assert len(seen) == len(set(seen)) == 48
 
 
 def test_resumed_iterator_yields_the_same_batches(tmp_path):
     source = IndexSource(40)
-    sampler = loader.Sampler(40, 8, seed=1)
+    sampler = Sampler(40, 8, seed=1)
     sizes = ((0, 16), (4, 24), (7, 16))  # bucket changes inside the resumed part
-    make = lambda: loader.GrainLoader(source, sampler, sizes, 10, threads=3, prefetch=4)
+    make = lambda: grain_loader.GrainLoader(source, sampler, sizes, 10, threads=3, prefetch=4)
     full = make()
     reference = [(step, images) for step, images in full]
     assert [s for s, _ in reference] == list(range(10))
@@ -212,14 +213,14 @@ def test_bad_examples_are_replaced_counted_and_logged_once(caplog):
     source = IndexSource(20)
     source.blobs[4] = b""
     source.blobs[5] = source.blobs[5][:40]  # truncated PNG
-    sampler = loader.Sampler(20, 20, seed=0)
-    hb = loader.HostBatch(source, sampler, ((0, 8),), random_crop=False)
+    sampler = Sampler(20, 20, seed=0)
+    hb = grain_loader.HostBatch(source, sampler, ((0, 8),), random_crop=False)
     with caplog.at_level("WARNING"):
         _, images = hb(0)
         _, again = hb(1)
     ids = dict(zip(sampler.indices(0), _ids(images)))
     assert ids[4] == 6 and ids[5] == 6  # the next decodable example stands in
-    assert {"index4", "index5"} <= set(loader.SKIPPED)
+    assert {"index4", "index5"} <= set(decode.SKIPPED)
     assert sum("index4" in r.message for r in caplog.records) == 1  # logged once
     assert sorted(_ids(again)) == sorted([i for i in range(20) if i not in (4, 5)] + [6, 6])
 
@@ -227,7 +228,7 @@ def test_bad_examples_are_replaced_counted_and_logged_once(caplog):
 def test_load_arrays_leaves_bad_examples_out():
     source = IndexSource(10)
     source.blobs[2] = b"not an image"
-    images, labels, skipped = loader.load_arrays(source, 8, threads=2, chunk=3)
+    images, labels, skipped = decode.load_arrays(source, 8, threads=2, chunk=3)
     assert skipped == ["index2"] and images.shape == (9, 8, 8, 3)
     assert _ids(images).tolist() == [0, 1, 3, 4, 5, 6, 7, 8, 9]
     assert labels.tolist() == [0, 1, 0, 1, 2, 0, 1, 2, 0]
@@ -269,15 +270,16 @@ def test_training_on_a_folder_with_bad_images(tmp_path):
     for name in ("truncated.jpg", "zero.jpg"):
         assert r.stderr.count(f"skipped undecodable image {cls / name}") == 1, r.stderr[-3000:]
     assert "cmyk.jpg" not in r.stderr and "gray.png" not in r.stderr
-    losses = [json.loads(l)["loss"] for l in open(workdir / "metrics.jsonl") if '"loss"' in l]
+    losses = [json.loads(line)["loss"] for line in open(workdir / "metrics.jsonl")
+              if '"loss"' in line]
     assert len(losses) == 2 and all(np.isfinite(losses))
 
 
 def test_training_resumes_the_grain_stream_exactly(tmp_path):
     """A run stopped after its step-1 checkpoint and rerun logs the losses of the uninterrupted
     run: the grain iterator state in the checkpoint puts the stream back at step 1."""
-    from tests.tiny import tiny_config
     from effssl_jax import train
+    from tests.tiny import tiny_config
 
     src = _cut_imagenette(tmp_path / "data", per_class=4)  # 8 train images: one step per epoch
     c = tiny_config()
@@ -286,7 +288,7 @@ def test_training_resumes_the_grain_stream_exactly(tmp_path):
     c.eval.every_epochs, c.eval.at_init = 0, False
 
     def losses(workdir):
-        rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+        rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
         return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
     train.run(c, str(tmp_path / "full"))

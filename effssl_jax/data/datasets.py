@@ -1,19 +1,17 @@
 """The dataset table: what `--config.dataset=NAME` means, in one place.
 
 Each named dataset has its TFDS name, its split names (pretraining, the labelled split used as the
-kNN / linear-probe memory bank, held-out evaluation), its class count and the per-channel image
-statistics used to normalise inputs. `folder:PATH` and `tfds:NAME[/CONFIG]` select any image folder
-or any prepared TFDS dataset; they borrow the statistics of the table entry with the same base name,
-else ImageNet's.
+kNN / linear-probe memory bank, held-out evaluation) and its class count. `folder:PATH` and
+`tfds:NAME[/CONFIG]` select any image folder or any prepared TFDS dataset; a TFDS name borrows the
+splits and class count of the table entry with the same base name, else gets a generic row. Inputs
+of every dataset are normalised with ImageNet's per-channel statistics (effssl_jax/augment.py), so
+the table holds none.
 """
 from __future__ import annotations
 
 import dataclasses
 
 from effssl_jax.data.errors import DataError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,8 +21,6 @@ class DatasetInfo:
     bank_split: str  # labelled split: kNN memory bank / linear-probe training set
     eval_split: str  # held-out labelled split
     num_classes: int  # 0: read from the data
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -32,10 +28,8 @@ DATASETS: dict[str, DatasetInfo] = {
     # TFDS imagenette's default config is full-size-v2; use tfds:imagenette/160px-v2 for others.
     "imagenette": DatasetInfo("imagenette", "train", "train", "validation", 10),
     "imagenet2012": DatasetInfo("imagenet2012", "train", "train", "validation", 1000),
-    "stl10": DatasetInfo("stl10", "train+unlabelled", "train", "test", 10,
-                         (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
-    "cifar10": DatasetInfo("cifar10", "train", "train", "test", 10,
-                           (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "stl10": DatasetInfo("stl10", "train+unlabelled", "train", "test", 10),
+    "cifar10": DatasetInfo("cifar10", "train", "train", "test", 10),
 }
 # Image folders: split subfolder names tried in order.
 FOLDER_SPLITS = {"train": ("train",), "eval": ("val", "validation", "test")}
@@ -43,7 +37,8 @@ EVAL_SPLIT_NAMES = ("validation", "val", "test")
 
 
 def parse(dataset: str) -> tuple[str, str]:
-    """'folder:PATH' -> ('folder', PATH); 'tfds:NAME' -> ('tfds', NAME); a table name -> (name, '')."""
+    """'folder:PATH' -> ('folder', PATH); 'tfds:NAME' -> ('tfds', NAME);
+    a table name -> (name, '')."""
     kind, _, arg = dataset.partition(":")
     if kind in ("folder", "tfds"):
         if not arg:
@@ -57,8 +52,9 @@ def parse(dataset: str) -> tuple[str, str]:
 
 
 def info_for(dataset: str) -> DatasetInfo:
-    """The table row of a dataset name; folders and unlisted TFDS names get a generic row
-    (statistics of the table entry with the same base name, else ImageNet's)."""
+    """The table row of a dataset name. `tfds:NAME[/CONFIG]` whose base name is in the table gets
+    that row with its TFDS name; folders and other TFDS names get a generic row (train split for
+    pretraining and bank, eval split found in the data, classes read from the data)."""
     kind, arg = parse(dataset)
     if kind in DATASETS:
         return DATASETS[kind]

@@ -1,5 +1,4 @@
-"""Exceptions for data loading."""
+"""The data package's error class (defined with the others in effssl_jax/errors.py)."""
+from effssl_jax.errors import DataError
 
-
-class DataError(ValueError):
-    """A dataset cannot be used as configured; the message names the fix."""
+__all__ = ["DataError"]

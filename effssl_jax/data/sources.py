@@ -2,7 +2,7 @@
 
 A source has `len()`, `read(indices) -> [(path or encoded bytes, label)]`, `name(i)` (what a log
 line calls example i), `num_classes` and `class_names`. Nothing is decoded here: decoding and
-resizing happen in the loader's workers (data/loader.py), so the same source serves every
+resizing happen in the loader's workers (data/decode.py), so the same source serves every
 resolution bucket. TFDS datasets are read with `tfds.data_source` (ArrayRecord; no TensorFlow at
 runtime) with the image feature left encoded (`SkipDecoding`), so PIL decodes it with libjpeg's
 draft mode (data/folder.py) instead of TFDS decoding it at full size first.
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import glob
 import os
-
-import numpy as np
 
 from effssl_jax.data import datasets, folder
 from effssl_jax.data.errors import DataError
@@ -125,6 +123,18 @@ def _folder_split(root: str, role: str) -> str:
                     f"{root}/train/<class>/*.jpg and {root}/val/<class>/*.jpg")
 
 
+def _open_folder(root: str, role: str, info: datasets.DatasetInfo):
+    """A plain image folder, or a folder packed by `python -m effssl_jax.data.prepare`."""
+    if not os.path.isdir(root):
+        raise DataError(f"data folder {root!r} does not exist; pass --config.dataset="
+                        "folder:PATH (or --config.data_dir) or --config.dataset=synthetic")
+    prepared = find_prepared(root)
+    if prepared is None:
+        return FolderSource(_folder_split(root, role))
+    builder = _builder_from_directory(prepared)
+    return TfdsSource(builder, _split_name(list(builder.info.splits), role, info, prepared))
+
+
 def open_source(config, role: str):
     """The source of a split role ('train': pretraining, 'bank': labelled memory bank, 'eval':
     held out) of `config.dataset` (not 'synthetic', which is generated in memory)."""
@@ -132,29 +142,10 @@ def open_source(config, role: str):
     info = datasets.info_for(config.dataset)
     if kind == "folder" or (kind == "imagenette" and config.data_dir
                             and os.path.isdir(os.path.join(config.data_dir, "train"))):
-        root = arg or config.data_dir
-        if not os.path.isdir(root):
-            raise DataError(f"data folder {root!r} does not exist; pass --config.dataset="
-                            "folder:PATH (or --config.data_dir) or --config.dataset=synthetic")
-        prepared = find_prepared(root)
-        if prepared is None:
-            return FolderSource(_folder_split(root, role))
-        builder = _builder_from_directory(prepared)
-        return TfdsSource(builder, _split_name(list(builder.info.splits), role, info, prepared))
+        return _open_folder(arg or config.data_dir, role, info)
     if info.tfds_name is None:
         raise DataError(f"dataset {config.dataset!r} has no files to read; use folder:PATH")
     builder = _tfds_builder(info.tfds_name, config.data_dir)
     split = _split_name(list(builder.info.splits), role, info,
                         f"TFDS dataset {info.tfds_name!r} in {builder.data_dir}")
     return TfdsSource(builder, split)
-
-
-def example_labels(source) -> np.ndarray:
-    """All labels of a source (int32; reads records, so only for small or labelled splits)."""
-    if isinstance(source, FolderSource):
-        return source.labels
-    out = np.empty(len(source), np.int32)
-    for start in range(0, len(source), 4096):
-        idx = range(start, min(start + 4096, len(source)))
-        out[start:idx.stop] = [label for _, label in source.read(idx)]
-    return out
