@@ -1,8 +1,9 @@
-"""ResNet-18 backbone fwd+bwd on CPU: JAX conv_impl='xla' vs 'auto' vs PyTorch eager.
+r"""ResNet-18 backbone fwd+bwd on CPU: JAX conv_impl='xla' vs 'auto' vs PyTorch eager.
 
     python benchmarks/conv_cpu.py                      # cifar32, in64 at batch 128
     python benchmarks/conv_cpu.py --settings in224 --batch 64 --reps 3
-    python benchmarks/conv_cpu.py --xla-flags=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution
+    python benchmarks/conv_cpu.py \
+        --xla-flags=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution
     python benchmarks/conv_cpu.py --per-conv --batch 32 --xla-flags=...   # one 3x3 conv at a time
 
 Each step is the gradient of ``backbone(x).sum()`` w.r.t. the parameters, train-mode
@@ -11,8 +12,9 @@ number of threads (all cores). The implementations are timed interleaved, one st
 each per round, and the median over rounds is reported, since a shared machine is noisy.
 
 --per-conv times, for each ResNet-18 stage whose 3x3 stride-1 convs stay on XLA:CPU's convolution
-(maps of 4x4 and more), one such conv alone: JAX forward, input gradient and weight gradient as
-separate jitted functions, against torch's forward and forward+backward (both gradients).
+(maps of 4x4 and more; see effssl_jax/models/cpu_conv.py), one such conv alone: JAX forward, input
+gradient and weight gradient as separate jitted functions, against torch's forward and
+forward+backward (both gradients).
 """
 
 import argparse
@@ -32,6 +34,7 @@ SETTINGS = {  # name: (input side, cifar_stem)
 def jax_step(impl, side, cifar_stem, batch):
     import jax
     import jax.numpy as jnp
+
     from effssl_jax.models import resnet
 
     net = resnet.resnet18(cifar_stem=cifar_stem, conv_impl=impl)
@@ -47,7 +50,8 @@ def jax_step(impl, side, cifar_stem, batch):
     t = time.perf_counter()
     jax.block_until_ready(grad(variables['params'], variables['batch_stats']))
     compile_s = time.perf_counter() - t
-    return (lambda: jax.block_until_ready(grad(variables['params'], variables['batch_stats']))), compile_s
+    step = lambda: jax.block_until_ready(grad(variables['params'], variables['batch_stats']))
+    return step, compile_s
 
 
 def torch_step(side, cifar_stem, batch):
@@ -137,11 +141,14 @@ def per_conv(side, cifar_stem, batch, reps):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--settings', default='cifar32,in64', help=f'comma list of {sorted(SETTINGS)}')
     ap.add_argument('--batch', type=int, default=128)
-    ap.add_argument('--reps', type=int, default=5, help='interleaved rounds; the median is reported')
-    ap.add_argument('--impls', default='xla,auto', help="JAX conv_impls to time ('xla,auto,matmul')")
+    ap.add_argument('--reps', type=int, default=5,
+                    help='interleaved rounds; the median is reported')
+    ap.add_argument('--impls', default='xla,auto',
+                    help="JAX conv_impls to time ('xla,auto,matmul')")
     ap.add_argument('--no-torch', action='store_true')
     ap.add_argument('--xla-flags', default='', help='appended to XLA_FLAGS before JAX starts')
     ap.add_argument('--per-conv', action='store_true',

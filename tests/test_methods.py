@@ -10,12 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from effssl_jax import augment, config_schema, hard_augment, optim, schedules
-from effssl_jax.methods import METHODS, MethodContext, dino as dino_lib
+from effssl_jax.methods import METHODS, MethodContext
+from effssl_jax.methods import dino as dino_lib
 from effssl_jax.models import resnet
-from effssl_jax.train_step import StepSpec, create_state, make_step_fn
+from effssl_jax.step import StepSpec, create_state, make_step_fn
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from effssl_jax.models import resnet
+from effssl_jax.models import cpu_conv, resnet
 from effssl_jax.models.convert import from_torchvision, to_torchvision
-from effssl_jax.models.resnet import (BACKBONES, CONV_IMPLS, feature_dim, get_backbone,
-                                      resnet18)
+from effssl_jax.models.cpu_conv import CONV_IMPLS
+from effssl_jax.models.resnet import BACKBONES, feature_dim, get_backbone, resnet18
 
 TORCHVISION_PARAMS = {'resnet18': 11_689_512, 'resnet50': 25_557_032}
 
@@ -142,7 +142,7 @@ def test_bfloat16_compute_float32_params_and_output():
 
 def _conv_and_grads(impl, x, kernel, strides, padding, ct):
     conv = nn.Conv(kernel.shape[-1], kernel.shape[:2], strides, padding, use_bias=False,
-                   conv_general_dilated=partial(resnet.conv_general_dilated, impl=impl))
+                   conv_general_dilated=partial(cpu_conv.conv_general_dilated, impl=impl))
     def f(x, k, ct):
         y, vjp = jax.vjp(lambda x, k: conv.apply({'params': {'kernel': k}}, x), x, k)
         return (y, *vjp(ct))
@@ -177,7 +177,7 @@ def test_max_pool_matmul_matches_nn_max_pool_with_ties():
     ct = rng.normal(size=(2, 5, 4, 4)).astype(np.float32)
 
     def pool_and_grad(impl, x, ct):
-        pool = lambda x: resnet.max_pool(x, (3, 3), (2, 2), resnet.torch_pad(3), impl)
+        pool = lambda x: cpu_conv.max_pool(x, (3, 3), (2, 2), resnet.torch_pad(3), impl)
         y, vjp = jax.vjp(pool, x)
         return y, vjp(ct)[0]
 
@@ -192,17 +192,17 @@ def test_max_pool_matmul_matches_nn_max_pool_with_ties():
 
 def test_conv_impl_auto_and_validation(monkeypatch):
     # On CPU, 'auto' takes the matmul on 2x2 maps, stride 2 and 1x1, XLA for 3x3 on big maps.
-    assert resnet._cpu_prefers_matmul((8, 2, 2, 64), (3, 3, 64, 64), (1, 1))
-    assert resnet._cpu_prefers_matmul((8, 8, 8, 64), (3, 3, 64, 128), (2, 2))
-    assert resnet._cpu_prefers_matmul((8, 8, 8, 64), (1, 1, 64, 128), (2, 2))
-    assert not resnet._cpu_prefers_matmul((8, 16, 16, 64), (3, 3, 64, 64), (1, 1))
-    assert not resnet._cpu_prefers_matmul((8, 64, 64, 3), (7, 7, 3, 64), (2, 2))  # stem
-    assert resnet._use_matmul('auto', True) == (jax.default_backend() == 'cpu')
+    assert cpu_conv._cpu_prefers_matmul((8, 2, 2, 64), (3, 3, 64, 64), (1, 1))
+    assert cpu_conv._cpu_prefers_matmul((8, 8, 8, 64), (3, 3, 64, 128), (2, 2))
+    assert cpu_conv._cpu_prefers_matmul((8, 8, 8, 64), (1, 1, 64, 128), (2, 2))
+    assert not cpu_conv._cpu_prefers_matmul((8, 16, 16, 64), (3, 3, 64, 64), (1, 1))
+    assert not cpu_conv._cpu_prefers_matmul((8, 64, 64, 3), (7, 7, 3, 64), (2, 2))  # stem
+    assert cpu_conv._use_matmul('auto', True) == (jax.default_backend() == 'cpu')
     monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-    assert not resnet._use_matmul('auto', True)
-    assert resnet._use_matmul('matmul', False) and not resnet._use_matmul('xla', True)
+    assert not cpu_conv._use_matmul('auto', True)
+    assert cpu_conv._use_matmul('matmul', False) and not cpu_conv._use_matmul('xla', True)
     with pytest.raises(ValueError, match='conv_impl'):
-        resnet._use_matmul('cudnn', True)
+        cpu_conv._use_matmul('cudnn', True)
 
 
 def test_resnet18_matmul_equals_xla_outputs_stats_and_grads():
@@ -265,7 +265,8 @@ def test_roundtrip_is_exact(r18_variables):
     assert sd['layer2.0.downsample.0.weight'].shape == (128, 64, 1, 1)
     assert sd['conv1.weight'].shape == (64, 3, 7, 7)
     assert sd['fc.weight'].shape == (1000, 512)
-    assert sd['bn1.num_batches_tracked'].dtype == np.int64 and sd['bn1.num_batches_tracked'].ndim == 0
+    assert sd['bn1.num_batches_tracked'].dtype == np.int64
+    assert sd['bn1.num_batches_tracked'].ndim == 0
     back = from_torchvision(sd)
     assert jax.tree.structure(back) == jax.tree.structure(r18_variables)
     for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(r18_variables)):
@@ -341,7 +342,9 @@ def test_train_forward_and_running_stats_match_torchvision(r18_variables):
 def test_batch_stats_are_global_under_sharded_jit():
     if jax.device_count() < 2:
         pytest.skip('needs several (simulated) devices')
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
     from effssl_jax.models.resnet import ResNet
 
     model = ResNet(stage_sizes=(1,), block='basic', width=8, cifar_stem=True)

@@ -1,6 +1,7 @@
 """SSL methods behind one interface (see base.py); `get_method` builds one from a config."""
 from __future__ import annotations
 
+from effssl_jax.errors import ConfigError
 from effssl_jax.methods import byol, dino, mocov2plus, simclr, simsiam
 from effssl_jax.methods.base import MethodContext
 
@@ -12,6 +13,6 @@ def get_method(config, context: MethodContext):
     try:
         make = METHODS[config.method]
     except KeyError:
-        raise ValueError(f"unknown method {config.method!r}; valid: {', '.join(sorted(METHODS))}"
+        raise ConfigError(f"unknown method {config.method!r}; valid: {', '.join(sorted(METHODS))}"
                          ) from None
     return make(config[config.method], context)

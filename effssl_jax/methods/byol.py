@@ -15,7 +15,7 @@ import flax.linen as nn
 
 from effssl_jax import schedules
 from effssl_jax.augment import ViewConfig
-from effssl_jax.methods.base import MethodContext, negative_cosine, MethodDefaults
+from effssl_jax.methods.base import MethodContext, MethodDefaults, negative_cosine
 from effssl_jax.models.heads import MLP, SSLNet
 
 

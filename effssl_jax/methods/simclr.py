@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from effssl_jax.augment import ViewConfig
-from effssl_jax.methods.base import MethodContext, l2_normalize, MethodDefaults
+from effssl_jax.methods.base import MethodContext, MethodDefaults, l2_normalize
 from effssl_jax.models.heads import MLP, SSLNet
 
 
@@ -43,11 +43,9 @@ class SimCLR(MethodDefaults):
     target_net: None = None
     ema_schedule: None = None
 
-
     def pair_loss(self, online_a, online_b, target_a, target_b, state, step):
         del target_a, target_b, state, step
         return nt_xent(online_a["proj"], online_b["proj"], self.temperature)
-
 
 
 def make(cfg, ctx: MethodContext) -> SimCLR:

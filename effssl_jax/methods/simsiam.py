@@ -6,7 +6,7 @@ import dataclasses
 import flax.linen as nn
 
 from effssl_jax.augment import ViewConfig
-from effssl_jax.methods.base import MethodContext, negative_cosine, MethodDefaults
+from effssl_jax.methods.base import MethodContext, MethodDefaults, negative_cosine
 from effssl_jax.models.heads import MLP, SSLNet
 
 
@@ -17,12 +17,10 @@ class SimSiam(MethodDefaults):
     target_net: None = None
     ema_schedule: None = None
 
-
     def pair_loss(self, online_a, online_b, target_a, target_b, state, step):
         del target_a, target_b, state, step
         return 0.5 * (negative_cosine(online_a["pred"], online_b["proj"])
                       + negative_cosine(online_b["pred"], online_a["proj"]))
-
 
 
 def make(cfg, ctx: MethodContext) -> SimSiam:

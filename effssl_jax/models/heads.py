@@ -22,7 +22,8 @@ class Dense(nn.Module):
     def __call__(self, x):
         fan_in = x.shape[-1]
         bound = 1.0 / jnp.sqrt(fan_in)
-        bias_init = lambda key, shape, dtype: nn.initializers.uniform(2 * bound)(key, shape, dtype) - bound
+        bias_init = lambda key, shape, dtype: (nn.initializers.uniform(2 * bound)(key, shape, dtype)
+                                               - bound)
         return nn.Dense(self.features, use_bias=self.use_bias, dtype=self.dtype,
                         kernel_init=torch_linear_init(), bias_init=bias_init)(x)
 
