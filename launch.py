@@ -1,10 +1,16 @@
-"""Train a self-supervised encoder: python launch.py --config configs/X.py [--workdir DIR] [--config.a.b=v]."""
+"""Train a self-supervised encoder.
+
+    python launch.py --config configs/X.py[:arg] [--workdir DIR] [--config.a.b=v] [--distributed]
+"""
 from __future__ import annotations
 
 import datetime
+import difflib
 import os
+import re
 import sys
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -17,6 +23,12 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.ini
 flags.mark_flags_as_required(["config"])
 
 
+def default_workdir() -> str:
+    name = os.path.basename(flags.FLAGS["config"].config_filename)
+    name = name.replace(".py", "").replace(":", "-").replace("+", "_")
+    return os.path.join("runs", f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+
+
 def main(argv):
     del argv
     from effssl_jax import cpu_flags
@@ -26,25 +38,50 @@ def main(argv):
     if _DISTRIBUTED.value:
         import jax
         jax.distributed.initialize()
-    from effssl_jax import config_schema, train  # after flags: fast --help
+    from effssl_jax import cli, lr_range_test, train  # after flags: fast --help
 
-    config = _CONFIG.value
-    workdir = _WORKDIR.value
-    if workdir is None:
-        name = os.path.basename(flags.FLAGS["config"].config_filename)
-        name = name.replace(".py", "").replace(":", "-").replace("+", "_")
-        workdir = os.path.join("runs", f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    config, workdir = _CONFIG.value, _WORKDIR.value or default_workdir()
     print(f"workdir: {workdir}", flush=True)
+    entry = lr_range_test.run if config.mode == "lr_range_test" else train.run
+    cli.run_main(entry, config, workdir)
+
+
+def _flat_keys(config, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        keys.append(prefix + key)
+        if isinstance(value, ml_collections.ConfigDict):
+            keys += _flat_keys(value, f"{prefix}{key}.")
+    return keys
+
+
+def _unknown_override(argv) -> str | None:
+    """The one-line error for the first --config.KEY override that the recipe has no KEY for."""
+    config_arg = next((a.split("=", 1)[1] if "=" in a else next(iter(argv[i + 1:]), "")
+                       for i, a in enumerate(argv) if re.match(r"^--?config(=|$)", a)), None)
+    if not config_arg:
+        return None
+    keys = _flat_keys(flags.FLAGS["config"].parser.parse(config_arg))
+    for arg in argv:
+        if (m := re.match(r"^--?config\.([^=]+)", arg)) and m.group(1) not in keys:
+            key, close = m.group(1), difflib.get_close_matches(m.group(1), keys, n=1)
+            return f"unknown config key {key}; " + (f"did you mean {close[0]}?" if close else
+                                                   "effssl_jax/config_schema.py lists the keys")
+    return None
+
+
+def parse_flags(argv):
+    """absl's flag parsing; an override of a key the config does not have is one line, exit 2."""
     try:
-        if config.mode == "lr_range_test":
-            from effssl_jax import lr_range_test
-            lr_range_test.run(config, workdir)
-        else:
-            train.run(config, workdir)
-    except (config_schema.ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError):
+        message = _unknown_override(argv)
+        if message is None:
+            raise
+        from effssl_jax.errors import EXIT_CODE
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_CODE)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

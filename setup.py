@@ -23,9 +23,16 @@ setup(
         "absl-py>=2.0",
         "filelock>=3.12",  # JAX's persistent cache needs it to evict beyond XLA_CACHE_BYTES
     ],
+    entry_points={"console_scripts": [
+        "effssl-evaluate=effssl_jax.evaluate.offline:console_main",
+        "effssl-report=effssl_jax.report:console_main",
+        "effssl-export=effssl_jax.export:console_main",
+        "effssl-prepare=effssl_jax.data.prepare:main",
+    ]},
     extras_require={
-        # torch CPU is only needed for the PyTorch/torchvision parity tests and export.
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "torch>=2.9,<=2.14.1", "torchvision>=0.24,<=0.29.1"],
+        # torch is only needed for the PyTorch/torchvision parity tests and export; ruff lints.
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6", "torch>=2.9,<=2.14.1",
+                 "torchvision>=0.24,<=0.29.1"],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
     },

@@ -3,14 +3,13 @@
     python benchmarks/compile_time.py                                 # ResNet-18, 96..224 px
     python benchmarks/compile_time.py --arch resnet50 --hard-augment
 
-Runs the trainer's own `CompiledSteps.get` for every bucket, three times, each in a fresh
-process: (1) cold: empty caches, so it traces, lowers and compiles (with Hard Augment also the
+Runs the trainer's own `CompiledSteps.get` for every bucket, twice, each in a fresh process:
+(1) cold: an empty cache, so it traces, lowers and compiles (with Hard Augment also the
 selection-free lowering used for its FLOP share); (2) warm XLA cache: the persistent compilation
-cache the first process filled, as a sibling run with the same shapes sees it (traces and lowers,
-loads the executable); (3) warm step cache: the serialised steps the first process wrote, as a
-resumed run sees them (loads, no tracing). Prints seconds per bucket.
+cache the first process filled, as a resumed or sibling run with the same shapes sees it (traces
+and lowers, loads the executable). Prints seconds per bucket.
 
-A fourth process measures what a run waits for at each bucket switch, as train.run does it:
+A third process measures what a run waits for at each bucket switch, as train.run does it:
 with new (cold) caches, each bucket's step is traced while the previous bucket's first step runs
 and compiled on the compile thread while that bucket trains (here: runs its step for --bucket-s
 seconds). It prints what `get` waited at the switch, and the cost: that wait plus what tracing
@@ -29,6 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import step_parser  # noqa: E402
 
 
 def child(args):
@@ -36,33 +36,31 @@ def child(args):
     cpu_flags.set_default_xla_flags()
     import jax
     import numpy as np
-    from effssl_jax import config_schema
-    from effssl_jax.train import build_state, compute_dtype, enable_compilation_cache
-    from effssl_jax.train_step import CompiledSteps, StepSpec, data_mesh, make_step_fn
 
-    # As train.run: XLA's persistent cache and the step cache, here under args.cache/.jax_cache.
-    step_cache = enable_compilation_cache(os.path.join(args.cache, 'run'))
+    from effssl_jax import config_schema, experiment
+    from effssl_jax.compile import enable_persistent_cache
+    from effssl_jax.step import data_mesh
+
+    # As train.run: XLA's persistent cache, here under args.cache/.jax_cache.
+    enable_persistent_cache(os.path.join(args.cache, 'run'))
     c = config_schema.default_config()
     c.model.arch, c.batch_size = args.arch, args.batch
     resolutions = [int(r) for r in args.resolutions.split(',')]
     c.progressive.r_max = max(resolutions)
-    dtype = compute_dtype('auto')
-    mesh = data_mesh(jax.devices()[:1])
-    _, method, tx, init, abstract = build_state(c, mesh, dtype, 10 * args.batch)
-    steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract,
-                          step_cache if args.step_cache else None, 'benchmark')
-    n = 6 if args.hard_augment else 2
-    specs = [StepSpec(r, n, 64, max(resolutions), args.batch) for r in resolutions]
+    c.hard_augment.update(enabled=args.hard_augment, num_views=6, r_sel=64)
+    exp = experiment.build(c, 10 * args.batch, data_mesh(jax.devices()[:1]))
+    steps = exp.compiled_steps()
+    specs = [exp.spec(r, max(resolutions)) for r in resolutions]
     out = {}
     if args.ahead:
-        state = init(jax.random.key(0))
+        state = exp.init(jax.random.key(0))
         images = jax.device_put(np.zeros((args.batch, max(resolutions), max(resolutions), 3),
                                          np.uint8))
     overlap_s = 0.0  # compile-ahead: what tracing and compiling a step added to the bucket before
     for i, (r, spec) in enumerate(zip(resolutions, specs)):
         t = time.perf_counter()
         step = steps.get(spec)
-        out[r] = {'get_s': time.perf_counter() - t, 'loaded': spec in steps.loaded}
+        out[r] = {'get_s': time.perf_counter() - t}
         out[r]['cost_s'] = out[r]['get_s'] + overlap_s
         if args.ahead:  # as train.run: trace the next bucket's step while this one's first runs
             times, start = [], time.perf_counter()
@@ -81,18 +79,13 @@ def child(args):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--arch', default='resnet18')
-    ap.add_argument('--batch', type=int, default=32)
-    ap.add_argument('--resolutions', default='96,128,160,192,224')
+    ap = step_parser(__doc__)
     ap.add_argument('--hard-augment', action='store_true', help='6 views scored at 64 px')
     ap.add_argument('--cache', default=None, help='cache folder (default: a new temporary one)')
     ap.add_argument('--bucket-s', type=float, default=60.0,
                     help='seconds each bucket trains in the compile-ahead measurement')
     ap.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     ap.add_argument('--ahead', action='store_true', help=argparse.SUPPRESS)
-    ap.add_argument('--step-cache', action='store_true', help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args)
@@ -103,26 +96,25 @@ def main():
             '--bucket-s', str(args.bucket_s)] + (['--hard-augment'] if args.hard_augment else [])
         cache = args.cache or tmp
         runs = {}
-        for name, cmd in (('cold', argv(cache) + ['--step-cache']), ('warm XLA cache', argv(cache)),
-                          ('warm step cache', argv(cache) + ['--step-cache']),
-                          ('compile-ahead wait', argv(tempfile.mkdtemp(dir=tmp))  # new caches
-                           + ['--step-cache', '--ahead'])):
+        for name, cmd in (('cold', argv(cache)), ('warm XLA cache', argv(cache)),
+                          ('compile-ahead wait', argv(tempfile.mkdtemp(dir=tmp))  # a new cache
+                           + ['--ahead'])):
             t = time.perf_counter()
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode:
                 sys.exit(f'{name} run failed:\n{res.stderr[-3000:]}')
-            line = [l for l in res.stdout.splitlines() if l.startswith('RESULT ')][-1]
+            line = [s for s in res.stdout.splitlines() if s.startswith('RESULT ')][-1]
             runs[name] = json.loads(line[7:])
             print(f'{name}: process {time.perf_counter() - t:.1f} s', flush=True)
-    print(f"\n{args.arch}, batch {args.batch}, {'6 views (HA, r_sel 64)' if args.hard_augment else '2 views'}; "
+    views = '6 views (HA, r_sel 64)' if args.hard_augment else '2 views'
+    print(f"\n{args.arch}, batch {args.batch}, {views}; "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '(cpu_flags default)')!r}\n")
-    print(f'| res | cold s | warm XLA cache s | warm step cache s | compile-ahead: wait s | '
+    print(f'| res | cold s | warm XLA cache s | compile-ahead: wait s | '
           f'compile-ahead: cost s (cold; previous bucket trains {args.bucket_s:g} s) |')
-    print('|---|---|---|---|---|---|')
+    print('|---|---|---|---|---|')
     for r in runs['cold']:
-        c, x, w, a = (runs[k][r] for k in runs)
-        assert w['loaded'] and not c['loaded'] and not x['loaded'] and not a['loaded'], (c, x, w, a)
-        print(f"| {r} | {c['get_s']:.2f} | {x['get_s']:.2f} | {w['get_s']:.2f} | "
+        c, x, a = (runs[k][r] for k in runs)
+        print(f"| {r} | {c['get_s']:.2f} | {x['get_s']:.2f} | "
               f"{a['get_s']:.2f} | {a['cost_s']:.2f} ({a['steps']} steps) |")
 
 

@@ -7,7 +7,7 @@
 #   PEAK_TFLOPS=989 bash benchmarks/gpu.sh       # peak bf16 TFLOP/s per device, if not known below
 #   PYTHON=.venv/bin/python bash benchmarks/gpu.sh   # another interpreter than python3
 #
-# The step is the trainer's own (train_step.make_step_fn: on-device augmentation, two views with
+# The step is the trainer's own (step.make_step_fn: on-device augmentation, two views with
 # per-view BN, SimSiam loss, SGD), data-parallel over all local devices, state donated. FLOPs are
 # XLA's cost analysis of the step's HLO before backend optimisation (augmentation included, a <1%
 # share; the compiled GPU executable's own analysis leaves out cuDNN's convolutions);
@@ -20,9 +20,8 @@ import os, sys, time
 print(f"python {sys.version.split()[0]}: importing JAX and finding the devices", flush=True)
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from effssl_jax import config_schema, optim, plan as plan_lib
-from effssl_jax.train import build_method, compute_dtype
-from effssl_jax.train_step import CompiledSteps, StepSpec, create_state, data_mesh, make_step_fn
+from effssl_jax import config_schema, experiment
+from effssl_jax.step import StepSpec, data_mesh
 
 # Dense bf16 peak TFLOP/s per device (no sparsity), by substring of device_kind.
 PEAKS = {"H200": 989, "H100": 989, "GH200": 989, "A100": 312, "L40S": 362, "L4": 121,
@@ -39,16 +38,8 @@ steps_n = int(os.environ["STEPS"])
 c = config_schema.default_config()
 c.model.arch, c.batch_size, c.dtype = os.environ["ARCH"], batch, os.environ["DTYPE"]
 c.progressive.r_max = host = max(resolutions)
-dtype = compute_dtype(c.dtype)
-plan = plan_lib.make_plan(c, 100 * batch)
-method = build_method(c, dtype, plan.steps_per_epoch, plan.total_steps)
-tx = optim.sgd(plan.lr, plan.momentum, c.optim.weight_decay, False)
-mesh = data_mesh(dev)
-repl = NamedSharding(mesh, P())
-init = jax.jit(lambda k: create_state(method, tx, k, host), out_shardings=repl)
-abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
-                        jax.eval_shape(init, jax.random.key(0)))
-steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract)
+exp = experiment.build(c, 100 * batch, data_mesh(dev))
+mesh, dtype, init, steps = exp.mesh, exp.dtype, exp.init, exp.compiled_steps()
 images = jax.device_put(np.random.default_rng(0).integers(0, 256, (batch, host, host, 3),
                                                           dtype=np.uint8),
                         NamedSharding(mesh, P("data")))

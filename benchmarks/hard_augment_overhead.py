@@ -3,15 +3,14 @@
     python benchmarks/hard_augment_overhead.py                        # ResNet-18, 96..224 px
     python benchmarks/hard_augment_overhead.py --arch resnet50 --resolutions 224 --batch 16
 
-For every resolution the trainer's own step (`train_step.make_step_fn`: on-device augmentation,
+For every resolution the trainer's own step (`step.make_step_fn`: on-device augmentation,
 SimSiam, SGD) is compiled with 2 views and with n views plus selection; both are timed
 interleaved (one step each per round, median over rounds) and their FLOPs taken from XLA's cost
 analysis. Overhead = (with selection - without) / without. The paper's setting is n=6 at
 r_sel=64 with full-resolution training at 224 px, where it reports 6-8%; eq. 11 predicts the
-FLOP share from resolutions alone (`progressive.hard_augment_speed_factor`).
+FLOP share from resolutions alone (`hard_augment.speed_factor`).
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -20,14 +19,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import step_parser  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--arch', default='resnet18')
-    ap.add_argument('--batch', type=int, default=32)
-    ap.add_argument('--resolutions', default='96,128,160,192,224')
+    ap = step_parser(__doc__)
     ap.add_argument('--views', type=int, default=6)
     ap.add_argument('--r-sel', type=int, default=64)
     ap.add_argument('--reps', type=int, default=5)
@@ -37,21 +33,20 @@ def main():
     cpu_flags.set_default_xla_flags()
     import jax
     import jax.numpy as jnp
-    from jax.sharding import NamedSharding, PartitionSpec as P
-    from effssl_jax import config_schema, progressive
-    from effssl_jax.train import build_state, compute_dtype
-    from effssl_jax.train_step import CompiledSteps, StepSpec, data_mesh, \
-        make_step_fn
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from effssl_jax import config_schema, experiment, hard_augment
+    from effssl_jax.step import StepSpec, data_mesh
 
     resolutions = [int(r) for r in args.resolutions.split(',')]
     host = max(resolutions)
     c = config_schema.default_config()
     c.model.arch, c.batch_size = args.arch, args.batch
     c.progressive.r_max = host
-    dtype = compute_dtype(args.dtype)
-    mesh = data_mesh(jax.devices()[:1])
-    plan, method, tx, init, abstract = build_state(c, mesh, dtype, 10 * args.batch)
-    steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract)
+    c.dtype = args.dtype
+    exp = experiment.build(c, 10 * args.batch, data_mesh(jax.devices()[:1]))
+    mesh, dtype, steps = exp.mesh, exp.dtype, exp.compiled_steps()
     images = jax.device_put(np.random.default_rng(0).integers(0, 256, (args.batch, host, host, 3),
                                                               dtype=np.uint8),
                             NamedSharding(mesh, P('data')))
@@ -65,7 +60,7 @@ def main():
     for r in resolutions:
         specs = {'plain': StepSpec(r, 2, args.r_sel, host, args.batch),
                  'ha': StepSpec(r, args.views, args.r_sel, host, args.batch)}
-        states = {k: init(jax.random.key(0)) for k in specs}
+        states = {k: exp.init(jax.random.key(0)) for k in specs}
         compiled = {k: steps.get(s) for k, s in specs.items()}
         for k in specs:  # warm-up
             states[k], m = compiled[k](states[k], images, np.float32(5.0))
@@ -79,7 +74,7 @@ def main():
                 times[k].append(time.perf_counter() - t)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         flops = {k: steps.flops[s] / 1e9 for k, s in specs.items()}
-        eq11 = 1 / progressive.hard_augment_speed_factor(r, args.r_sel, args.views) - 1
+        eq11 = 1 / hard_augment.speed_factor(r, args.r_sel, args.views) - 1
         row = (r, f"{med['plain']:.0f}", f"{med['ha']:.0f}", f"{med['ha'] / med['plain'] - 1:+.1%}",
                f"{flops['plain']:.1f}", f"{flops['ha']:.1f}",
                f"{flops['ha'] / flops['plain'] - 1:+.1%}", f'{eq11:+.1%}')

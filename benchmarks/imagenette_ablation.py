@@ -77,33 +77,32 @@ def step_times(workdirs: dict[str, str], epochs: int, scale: str,
 
     import jax
     import numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
 
-    from effssl_jax import costs, train
-    from effssl_jax.data import loader
-    from effssl_jax.train_step import CompiledSteps, StepSpec, data_mesh, make_step_fn
+    from effssl_jax import config_schema, experiment
+    from effssl_jax.data import grain_loader
+    from effssl_jax.step import data_mesh
 
     mesh = data_mesh(jax.devices()[:1])
     timed = {}  # StepSpec -> [compiled step, state, images, times]; shared by rows (same cost)
     row_steps = {}  # row -> [(StepSpec, steps run)]
     for row, d in workdirs.items():
         summary = read_summary(d)
-        config = costs.load_config(config_arg(row, epochs, scale))
-        dtype = train.compute_dtype(config.dtype)
-        plan, method, tx, init, abstract = train.build_state(config, mesh, dtype, 9469)
-        steps = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract)
+        config = config_schema.from_recipe(config_arg(row, epochs, scale))
+        exp = experiment.build(config, 9469, mesh)
+        steps = exp.compiled_steps()
         row_steps[row] = []
         for r, n in summary["steps_by_resolution"].items():
             r = int(r)
-            host = loader.host_size(r, config.data.host_margin, config.image_size)
-            spec = StepSpec(r, plan.num_views, plan.selection_resolution(r), host,
-                            config.batch_size, config.hard_augment.extra_targets)
+            host = grain_loader.host_size(r, config.data.host_margin, config.image_size)
+            spec = exp.spec(r, host)
             row_steps[row].append((spec, n))
             if spec not in timed:
                 images = jax.device_put(np.random.default_rng(0).integers(
                     0, 256, (config.batch_size, host, host, 3), dtype=np.uint8),
                     NamedSharding(mesh, P("data")))
-                timed[spec] = [steps.get(spec), init(jax.random.key(0)), images, []]
+                timed[spec] = [steps.get(spec), exp.init(jax.random.key(0)), images, []]
     for _ in range(rounds + 1):  # the first round warms up
         for entry in timed.values():
             step, state, images, times = entry
@@ -113,22 +112,26 @@ def step_times(workdirs: dict[str, str], epochs: int, scale: str,
             times.append(time.perf_counter() - start)
     median = {spec: statistics.median(entry[3][1:]) for spec, entry in timed.items()}
     for spec, t in median.items():
-        print(f"{spec.resolution:4d} px, {spec.num_views} views: {1000 * t:7.1f} ms/step", flush=True)
+        print(f"{spec.resolution:4d} px, {spec.num_views} views: {1000 * t:7.1f} ms/step",
+              flush=True)
     return {row: sum(n * median[spec] for spec, n in pairs) for row, pairs in row_steps.items()}
 
 
-def table(workdirs: dict[str, str], predicted_seconds: dict[str, float] | None = None) -> list[dict]:
+def table(workdirs: dict[str, str],
+          predicted_seconds: dict[str, float] | None = None) -> list[dict]:
     summaries = {row: s for row, d in workdirs.items() if (s := read_summary(d)) is not None}
     base = summaries.get("ca")
     rows = []
     for row, s in summaries.items():
         rows.append({
             "row": row, "epochs": round(s["epochs"], 1),
-            "kNN init %": round(100 * s["knn_top1_init"], 2), "kNN %": round(100 * s["knn_top1"], 2),
+            "kNN init %": round(100 * s["knn_top1_init"], 2),
+            "kNN %": round(100 * s["knn_top1"], 2),
             "PFLOPs": round(s["total_pflops"], 3),
             "FLOP speed-up": round(base["total_pflops"] / s["total_pflops"], 2) if base else "",
             "train time s": round(s["train_time_s"]),
-            "wall-clock speed-up": round(base["train_time_s"] / s["train_time_s"], 2) if base else "",
+            "wall-clock speed-up": (round(base["train_time_s"] / s["train_time_s"], 2)
+                                    if base else ""),
             "step-time speed-up": round(predicted_seconds["ca"] / predicted_seconds[row], 2)
             if predicted_seconds and "ca" in predicted_seconds else "",
             "eq. 9 M": round(s["predicted_speedup_resolution"], 2),
@@ -225,7 +228,8 @@ def main():
     workdirs = {r: row_dir(args.runs, r) for r in rows}
     if not args.table_only:
         for r in rows:
-            run_row(r, args.epochs, args.scale, args.runs, os.path.abspath(args.data_dir), args.seed)
+            run_row(r, args.epochs, args.scale, args.runs, os.path.abspath(args.data_dir),
+                    args.seed)
 
     finished = {r: d for r, d in workdirs.items() if read_summary(d) is not None}
     predicted = (step_times(finished, args.epochs, args.scale)
@@ -235,15 +239,16 @@ def main():
     md = markdown(result)
     print(md)
     with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}\n\n"
+        f.write(f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+                f"{platform.platform()}\n\n"
                 f"Command: python benchmarks/imagenette_ablation.py --epochs {args.epochs} "
                 f"--scale {args.scale} --seed {args.seed}\n\n{md}\n")
     with open(os.path.join(args.out, "table.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows(result)
-    subprocess.run([sys.executable, "-m", "effssl_jax.report", *finished.values(), "--out", args.out],
-                   check=False)
+    subprocess.run([sys.executable, "-m", "effssl_jax.report", *finished.values(),
+                    "--out", args.out], check=False)
 
 
 if __name__ == "__main__":

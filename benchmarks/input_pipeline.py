@@ -4,14 +4,14 @@
     python benchmarks/input_pipeline.py --resolutions 96,224 --batch 64 --source both
     python benchmarks/input_pipeline.py --data /data/imagenet/train --no-step
 
-Loader: the grain loader of training (`data/loader.py`), one worker pool across all buckets (the
-buckets follow each other in one stream, as in a Super Progressive run), decoding the training
+Loader: the grain loader of training (`data/grain_loader.py`), one worker pool across all buckets
+(the buckets follow each other in one stream, as in a Super Progressive run), decoding the training
 split at each bucket's host size (resolution x data.host_margin) with random crops; images/s is
 measured at the consumer with nothing else running, after the first batch of each bucket.
 Sources: `folder` reads the JPEG files, `packed` an ArrayRecord copy made first by
 `python -m effssl_jax.data.prepare` (into a temporary folder), `both` times the two.
 
-Train step: the jitted data-parallel SimSiam step of training (`train_step.make_step_fn`:
+Train step: the jitted data-parallel SimSiam step of training (`step.make_step_fn`:
 on-device augmentation of two views, per-view BN, backward, SGD) on ResNet-18 (width 64), the same
 global batch and host size, compiled once per bucket (compile not timed), median of --steps steps.
 A ratio >= 2 means the loader keeps the accelerator fed with room to spare.
@@ -34,17 +34,18 @@ DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 def loader_rates(source, resolutions, batch, batches, threads, margin, processes=0):
     """{resolution: images/s} of one grain loader running through all buckets in turn."""
-    from effssl_jax.data import loader
+    from effssl_jax.data import grain_loader
+    from effssl_jax.data.order import Sampler
     per = batches + 1  # the first batch of each bucket is not timed
-    sizes = tuple((i * per, loader.host_size(r, margin)) for i, r in enumerate(resolutions))
-    sampler = loader.Sampler(len(source), batch, seed=0)
-    ld = loader.GrainLoader(source, sampler, sizes, per * len(resolutions), threads=threads,
+    sizes = tuple((i * per, grain_loader.host_size(r, margin)) for i, r in enumerate(resolutions))
+    sampler = Sampler(len(source), batch, seed=0)
+    ld = grain_loader.GrainLoader(source, sampler, sizes, per * len(resolutions), threads=threads,
                             processes=processes, prefetch=2 * (threads or os.cpu_count() or 1))
     ld.restore(0)
     stamps = []
     for step, images in ld:
         stamps.append(time.perf_counter())
-        assert images.shape == (batch,) + (loader.size_at(sizes, step),) * 2 + (3,)
+        assert images.shape == (batch,) + (grain_loader.size_at(sizes, step),) * 2 + (3,)
     ld.close()
     return {r: batch * batches / (stamps[(i + 1) * per - 1] - stamps[i * per])
             for i, r in enumerate(resolutions)}
@@ -53,24 +54,23 @@ def loader_rates(source, resolutions, batch, batches, threads, margin, processes
 def step_rates(resolutions, batch, n_steps, margin, width):
     """{resolution: images/s} of the compiled R18 SimSiam train step."""
     import jax
-    from jax.sharding import NamedSharding, PartitionSpec as P
-    from effssl_jax import config_schema, train
-    from effssl_jax.data import loader
-    from effssl_jax.train_step import CompiledSteps, StepSpec, data_mesh, make_step_fn
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from effssl_jax import config_schema, experiment
+    from effssl_jax.data import grain_loader
+    from effssl_jax.step import StepSpec
 
     c = config_schema.default_config()
     c.method, c.batch_size, c.epochs = "simsiam", batch, 1
     c.model.arch, c.model.width = "resnet18", width
     c.progressive.r_max = max(resolutions)
-    mesh = data_mesh()
-    dtype = train.compute_dtype(c.dtype)
-    plan, method, tx, init, abstract = train.build_state(c, mesh, dtype, batch * 10)
-    state = init(jax.random.key(0))
-    compiled = CompiledSteps(lambda spec: make_step_fn(method, tx, spec, dtype), mesh, abstract)
+    exp = experiment.build(c, batch * 10)
+    mesh, state, compiled = exp.mesh, exp.init(jax.random.key(0)), exp.compiled_steps()
     rng = np.random.default_rng(0)
     out, compile_s = {}, {}
     for r in resolutions:
-        size = loader.host_size(r, margin)
+        size = grain_loader.host_size(r, margin)
         spec = StepSpec(r, 2, min(64, r), size, batch)
         t0 = time.perf_counter()
         fn = compiled.get(spec)
@@ -110,9 +110,10 @@ def main(argv=None):
         pass
     from absl import flags
     flags.FLAGS(sys.argv[:1])  # grain's worker processes read absl flags
+    import jax
+
     from effssl_jax import config_schema
     from effssl_jax.data import prepare, sources
-    import jax
 
     resolutions = [int(r) for r in args.resolutions.split(",")]
     c = config_schema.default_config()
@@ -134,8 +135,8 @@ def main(argv=None):
     step, compile_s = ({}, {}) if args.no_step else step_rates(
         resolutions, args.batch, args.steps, args.margin, args.width)
 
-    from effssl_jax.data import loader
-    threads = loader.default_threads(args.threads)
+    from effssl_jax.data import decode, grain_loader
+    threads = decode.default_threads(args.threads)
     print(f"\n{jax.devices()[0].platform} x{jax.device_count()} ({jax.devices()[0].device_kind}), "
           f"{os.cpu_count()} CPUs, grain threads {threads}, processes {args.processes}, "
           f"global batch {args.batch}")
@@ -145,7 +146,7 @@ def main(argv=None):
     print(head + " |")
     print("|" + "---:|" * (head.count("|")))
     for r in resolutions:
-        row = f"| {r} | {loader.host_size(r, args.margin)} | " + " | ".join(
+        row = f"| {r} | {grain_loader.host_size(r, args.margin)} | " + " | ".join(
             f"{rates[k][r]:.0f}" for k in rates)
         if step:
             row += f" | {step[r]:.1f} | " + " | ".join(f"{rates[k][r] / step[r]:.1f}x"

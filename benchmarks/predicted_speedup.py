@@ -6,15 +6,16 @@ speed-up from each bucket's train step (XLA cost analysis, steps x FLOPs per ste
 The first config is the baseline.
 """
 import argparse
-import sys
 import os
+import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from effssl_jax import costs  # noqa: E402
+from effssl_jax import config_schema, costs  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("configs", nargs="+")
     parser.add_argument("--num_examples", type=int, default=9469, help="Imagenette train: 9469")
     parser.add_argument("--override", action="append", default=[],
@@ -22,7 +23,7 @@ def main():
     args = parser.parse_args()
     rows, base = [], None
     for path in args.configs:
-        config = costs.load_config(path)
+        config = config_schema.from_recipe(path)
         for item in args.override:
             key, value = item.split("=", 1)
             node = config
@@ -33,7 +34,8 @@ def main():
         result = costs.plan_flops(config, args.num_examples)
         base = base or result
         rows.append((path, result))
-    print(f"{'config':34s} {'epochs':>6s} {'PFLOPs':>9s} {'FLOP speed-up':>13s} {'eq.9 M':>7s}  GFLOP/step by resolution")
+    print(f"{'config':34s} {'epochs':>6s} {'PFLOPs':>9s} {'FLOP speed-up':>13s} {'eq.9 M':>7s}  "
+          "GFLOP/step by resolution")
     for path, r in rows:
         per = ", ".join(f"{k}px {v:.0f}" for k, v in r["gflops_per_step"].items())
         print(f"{path:34s} {r['plan'].total_steps / r['plan'].steps_per_epoch:6.0f} "

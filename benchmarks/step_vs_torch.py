@@ -5,12 +5,12 @@
     python benchmarks/step_vs_torch.py --xla-flags=''               # without the CPU flags
 
 One step = both views of a batch through the online network (per-view train-mode BatchNorm,
-as in `train_step.make_step_fn`), SimSiam's symmetric negative cosine, backward, SGD with
+as in `step.make_step_fn`), SimSiam's symmetric negative cosine, backward, SGD with
 momentum 0.9 and weight decay 5e-4 on every parameter. Both frameworks get the same
 already-augmented views (augmentation is not timed) and the same thread count (all cores);
 JAX's step donates the state as the trainer's does. The two are timed interleaved, one step
 each per round, and the median over rounds is reported, since a shared machine is noisy.
-GFLOP/step is XLA's cost analysis of the JAX step (`train_step.flops_of`).
+GFLOP/step is XLA's cost analysis of the JAX step (`compile.flops_of`).
 
 XLA_FLAGS: unless set in the environment or with --xla-flags, the benchmark uses
 `effssl_jax.cpu_flags.DEFAULT` (what launch.py sets on CPU).
@@ -37,15 +37,17 @@ def simsiam_config(cifar_stem: bool, conv_impl: str):
 
 
 def jax_step(views_np, cifar_stem, conv_impl='auto', dtype_name='float32'):
-    """A compiled JAX SimSiam step on fixed views [2, B, r, r, 3]; returns (run, gflops, compile_s)."""
+    """A compiled JAX SimSiam step on fixed views [2, B, r, r, 3]: (run, gflops, compile_s)."""
     import jax
     import jax.numpy as jnp
     import optax
-    from effssl_jax import train
-    from effssl_jax.train_step import _apply, flops_of
 
-    dtype = train.compute_dtype(dtype_name)
-    method = train.build_method(simsiam_config(cifar_stem, conv_impl), dtype, 100, 10000)
+    from effssl_jax import experiment
+    from effssl_jax.compile import flops_of
+    from effssl_jax.step import apply_train
+
+    dtype = experiment.compute_dtype(dtype_name)
+    method = experiment.build_method(simsiam_config(cifar_stem, conv_impl), dtype, 100, 10000)
     net = method.net
     tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.05, momentum=0.9))
     views = jnp.asarray(views_np, dtype)
@@ -56,8 +58,8 @@ def jax_step(views_np, cifar_stem, conv_impl='auto', dtype_name='float32'):
         params, batch_stats, opt_state = state
 
         def loss_fn(params):
-            out_a, stats = _apply(net, params, batch_stats, views[0])
-            out_b, stats = _apply(net, params, stats, views[1])
+            out_a, stats = apply_train(net, params, batch_stats, views[0])
+            out_b, stats = apply_train(net, params, stats, views[1])
             return method.pair_loss(out_a, out_b, None, None, {}, 0).mean(), stats
 
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -125,7 +127,8 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--resolutions', default='32,64,96,128,160,192,224')
     ap.add_argument('--batch', type=int, default=32)
-    ap.add_argument('--reps', type=int, default=5, help='interleaved rounds; the median is reported')
+    ap.add_argument('--reps', type=int, default=5,
+                    help='interleaved rounds; the median is reported')
     ap.add_argument('--cifar-stem', action='store_true', help='3x3 stem without max-pool')
     ap.add_argument('--impls', default='auto', help="JAX conv_impls ('auto,xla,matmul')")
     ap.add_argument('--torch-channels-last', action='store_true',
@@ -142,7 +145,8 @@ def main():
 
     print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} threads, "
           f"batch {args.batch} x 2 views, {'cifar' if args.cifar_stem else 'imagenet'} stem, "
-          f"median of {args.reps} interleaved rounds; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
+          f"median of {args.reps} interleaved rounds; "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
           flush=True)
     impls = args.impls.split(',')
     torch_names = ['torch'] + (['torch cl'] if args.torch_channels_last else [])
@@ -166,7 +170,8 @@ def main():
                 times[k].append(time.perf_counter() - t)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         base = min(med[t] for t in torch_names)
-        row = (r, *[f"{med[f'jax {i}']:.0f}" for i in impls], *[f'{med[t]:.0f}' for t in torch_names],
+        row = (r, *[f"{med[f'jax {i}']:.0f}" for i in impls],
+               *[f'{med[t]:.0f}' for t in torch_names],
                *[f"{med[f'jax {i}'] / base:.2f}x" for i in impls], f'{gflops:.1f}',
                '/'.join(f'{c:.1f}' for c in compile_s))
         rows.append(row)

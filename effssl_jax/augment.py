@@ -310,3 +310,12 @@ def center_resize(images, out_size: int, crop_fraction: float = 1.0):
 def normalize(x, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """(x - mean) / std over the trailing channel axis."""
     return (x - jnp.asarray(mean, x.dtype)) / jnp.asarray(std, x.dtype)
+
+
+def render_views(rng, images, magnitude, size: int, view_configs, n: int, dtype):
+    """n augmented, normalised views of uint8 images [B, H, W, 3] at `size`: [n, B, size, size, 3].
+    View v uses view_configs[v % 2] and its own key fold_in(rng, v), so Hard Augment can render
+    one chosen view again at another size (hard_augment.render_selected)."""
+    views = [augment_batch(jax.random.fold_in(rng, v), images, size, magnitude,
+                           view_configs[v % 2]) for v in range(n)]
+    return normalize(jnp.stack(views)).astype(dtype)

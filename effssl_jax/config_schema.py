@@ -6,16 +6,23 @@ an override such as `--config.batch_size=256` cannot leave them stale.
 """
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+
 import ml_collections
+
+from effssl_jax.data import datasets
+from effssl_jax.errors import CheckpointError, ConfigError
+from effssl_jax.methods import METHODS
+from effssl_jax.models.cpu_conv import CONV_IMPLS
+from effssl_jax.models.resnet import BACKBONES
 
 SCHEDULES = ("cosine", "warmup_cosine", "one_cycle", "f1clr", "constant", "exponential")
 RESOLUTION_SCHEDULES = ("fixed", "progressive", "super_progressive")
 DTYPES = ("auto", "float32", "bfloat16")
 DATA_LOADERS = ("auto", "memory", "grain")
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key and the fix."""
+WARMUP_SCHEDULES = ("f1clr", "warmup_cosine")  # the schedules that read optim.warmup_epochs
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -25,7 +32,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.method = "simsiam"
 
-    # Data (data/datasets.py holds the table of named datasets: splits, classes, statistics).
+    # Data (data/datasets.py holds the table of named datasets: splits, classes).
     # dataset: 'synthetic' | 'imagenette' | 'imagenet2012' | 'stl10' | 'cifar10' (TFDS, prepared
     # in data_dir; imagenette also as an image folder with train/ and val/) | 'folder:PATH' (image
     # folder, or one packed by `python -m effssl_jax.data.prepare`) | 'tfds:NAME[/CONFIG]'.
@@ -133,14 +140,29 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
         _fail(f"data.host_margin={d.host_margin} must be >= 1 (host image at least the resolution)")
     if c.image_size < 0:
         _fail(f"image_size={c.image_size} must be >= 0 (0: automatic)")
-    from effssl_jax.data import datasets  # pure Python; raises DataError for unknown names
-    datasets.parse(c.dataset)
+    datasets.parse(c.dataset)  # raises DataError for unknown names
+    if c.method not in METHODS:
+        _fail(f"method={c.method!r} is unknown; valid: {', '.join(METHODS)}")
+    if c.model.arch not in BACKBONES:
+        _fail(f"model.arch={c.model.arch!r} is unknown; valid: {', '.join(BACKBONES)}")
+    if c.model.conv_impl not in CONV_IMPLS:
+        _fail(f"model.conv_impl={c.model.conv_impl!r} is unknown; valid: {', '.join(CONV_IMPLS)}")
+    if c.method == "mocov2plus" and c.mocov2plus.queue_size < c.batch_size:
+        _fail(f"mocov2plus.queue_size={c.mocov2plus.queue_size} must be >= batch_size="
+              f"{c.batch_size} (each step enqueues the whole batch)")
     if c.epochs <= 0:
         _fail(f"epochs={c.epochs} must be positive")
     if c.optim.schedule not in SCHEDULES:
         _fail(f"optim.schedule={c.optim.schedule!r} is unknown; valid: {', '.join(SCHEDULES)}")
-    if c.optim.schedule in ("f1clr", "warmup_cosine") and not 0 <= c.optim.warmup_epochs < c.epochs:
+    if c.optim.schedule in WARMUP_SCHEDULES and not 0 <= c.optim.warmup_epochs < c.epochs:
         _fail(f"optim.warmup_epochs={c.optim.warmup_epochs} must lie in [0, epochs={c.epochs})")
+    if c.optim.schedule == "one_cycle" and not 0 < c.optim.one_cycle_fraction < 1:
+        _fail(f"optim.one_cycle_fraction={c.optim.one_cycle_fraction} must lie in (0, 1) (the "
+              "fraction of training spent rising; 1-CLR uses 0.3)")
+    if c.optim.warmup_epochs and c.optim.schedule not in WARMUP_SCHEDULES:
+        _fail(f"optim.warmup_epochs={c.optim.warmup_epochs} is ignored by optim.schedule="
+              f"{c.optim.schedule!r}; only {' and '.join(WARMUP_SCHEDULES)} warm up: set "
+              "--config.optim.warmup_epochs=0 or one of those schedules")
     if not 0 <= c.optim.momentum_low <= c.optim.momentum_high < 1:
         _fail("need 0 <= optim.momentum_low <= optim.momentum_high < 1")
     if c.optim.clip_grad_norm < 0:
@@ -173,3 +195,27 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
               "evaluation off)")
     if c.eval.knn_k <= 0 or c.eval.knn_temperature <= 0:
         _fail("eval.knn_k and eval.knn_temperature must be positive")
+    for key in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+        if c[key] < 1:
+            _fail(f"{key}={c[key]} must be >= 1; set --config.{key} to a positive number of "
+                  + ("checkpoints to keep" if key == "keep_checkpoints" else "steps"))
+
+
+def from_recipe(path_and_arg: str) -> ml_collections.ConfigDict:
+    """'configs/x.py[:arg]' -> the config, as launch.py's --config builds it."""
+    path, _, arg = path_and_arg.partition(":")
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+
+
+def from_workdir(workdir: str) -> ml_collections.ConfigDict:
+    """A run's resolved config (WORKDIR/config.json) over today's defaults."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path} not found; --workdir must name a run's directory")
+    config = default_config()
+    with open(path) as f:
+        config.update(json.load(f))
+    return config

@@ -5,8 +5,8 @@ themselves (then nothing is changed). The flags are `xla_cpu_*` ones: they chang
 CPU backend compiles, so setting them on a GPU/TPU host is harmless.
 
 `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`: the convolutions that stay on
-XLA (3x3 stride 1 on maps of 4x4 and more, and the stem; see `models/resnet.py`) run on Eigen
-instead of YNNPACK, ~1.5x faster for ResNet shapes on jaxlib 0.10 (benchmarks/conv_cpu.py).
+XLA (3x3 stride 1 on maps of 4x4 and more, and the stem; see `models/cpu_conv.py`) run on Eigen
+instead of YNNPACK, which is faster for ResNet shapes (docs/performance.md, benchmarks/conv_cpu.py).
 Experimental in XLA: an unknown flag makes XLA abort at start-up, so only jaxlib versions it was
 measured on get it.
 """

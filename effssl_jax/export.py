@@ -23,6 +23,8 @@ import os
 
 import numpy as np
 
+from effssl_jax import cli, experiment
+from effssl_jax.errors import UserError
 from effssl_jax.models import convert, resnet
 
 
@@ -44,7 +46,7 @@ def torchvision_resnet(meta: dict):
     import torchvision
 
     if meta["width"] != 64:
-        raise ValueError(f"torchvision's {meta['arch']} has width 64; this backbone has width "
+        raise UserError(f"torchvision's {meta['arch']} has width 64; this backbone has width "
                          f"{meta['width']} (load the .npz into your own module instead)")
     model = getattr(torchvision.models, meta["arch"])()
     if meta["cifar_stem"]:
@@ -56,9 +58,9 @@ def torchvision_resnet(meta: dict):
 
 def export_workdir(workdir: str, out: str, step: int | None = None) -> dict:
     """Writes OUT (.pt or .npz), the .npz next to it and a .json of its meta; returns the meta."""
-    from effssl_jax.evaluate import restore_variables
-
-    config, _, variables, ckpt_step, _, _ = restore_variables(workdir, step)
+    exp, state, ckpt_step = experiment.restore(workdir, step)
+    config = exp.config
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
     state_dict = backbone_state_dict(backbone_variables(variables))
     m = config.model
     meta = {"arch": m.arch, "width": m.width, "cifar_stem": bool(m.cifar_stem),
@@ -81,9 +83,9 @@ def export_workdir(workdir: str, out: str, step: int | None = None) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(
-        prog="python -m effssl_jax.export",
+        prog="effssl-export",
         description="Backbone of a run's checkpoint as a torchvision state_dict and a .npz")
-    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--workdir", required=True, help="the run's folder")
     parser.add_argument("--out", default="backbone.pt", help="FILE.pt (and FILE.npz) or FILE.npz")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     args = parser.parse_args(argv)
@@ -99,5 +101,9 @@ def main(argv=None) -> dict:
     return meta
 
 
+def console_main():
+    cli.run_main(main)
+
+
 if __name__ == "__main__":
-    main()
+    console_main()

@@ -1,17 +1,26 @@
-"""Hard Augment (Sec. 3.3): score all C(n,2) view pairs at low resolution, keep the hardest.
+"""Hard Augment (Sec. 3.3): of n views per image, train only the hardest pair.
 
-The selection pass runs the networks without gradients on the n views rendered at r_sel, scores
-every pair with the method's own per-sample loss (`jax.vmap` over the pair index) and, per sample,
-picks the pair with the largest loss; only that pair is rendered at the step's full resolution and
-trained (train_step.render_selected).
+1. The n views are rendered at a low resolution r_sel and passed through the online (and target)
+   networks without gradients.
+2. Every one of the C(n, 2) pairs is scored with the method's own per-sample loss (a `jax.vmap`
+   over the pair index); per sample, the pair with the largest loss is chosen.
+3. Only that pair is rendered again at the step's full resolution, from the same random crop,
+   jitter and flip (`render_selected`), and trained.
+4. Optionally (Table 9) the unselected low-resolution views act as extra targets.
+
+Its cost relative to a training step is eq. 11 (`speed_factor`).
 """
 from __future__ import annotations
 
 import itertools
+from typing import Any, Callable
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from effssl_jax import augment
 
 
 def pair_indices(num_views: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,3 +57,81 @@ def hardest_pairs(losses, num_views: int):
 def gather_views(views, index):
     """views [n, B, ...], index [B] -> [B, ...] with sample b taken from view index[b]."""
     return views[index, jnp.arange(views.shape[1])]
+
+
+def render_selected(rng, images, magnitude, size: int, view_configs, n: int, dtype, index):
+    """augment.render_views(...)[index[i], i] for every sample i, rendering only that view:
+    [B, size, size, 3]. The n views are scored at r_sel; only the chosen ones are rendered
+    again at full size, with the keys the scoring pass used."""
+    batch = images.shape[0]
+    keys = jnp.stack([augment.view_keys(jax.random.fold_in(rng, v), batch) for v in range(n)])
+    keys = keys[index, jnp.arange(batch)]
+    x = augment.augment_with_keys(keys, images, size, magnitude, view_configs[0])
+    if view_configs[1] != view_configs[0]:  # asymmetric views (BYOL, DINO): odd views differ
+        odd = augment.augment_with_keys(keys, images, size, magnitude, view_configs[1])
+        x = jnp.where((index % 2 == 1)[:, None, None, None], odd, x)
+    return augment.normalize(x).astype(dtype)
+
+
+class Selection(flax.struct.PyTreeNode):
+    """What the selection pass hands to the train step."""
+    pair: jax.Array  # [2, B, r, r, 3]: the hardest pair of each sample at full resolution
+    stats: dict  # ha_selected_loss, ha_mean_loss (logged)
+    online: Any  # online outputs of the n low-resolution views [n, B, ...] (constants)
+    target: Any  # target outputs of the same, or None
+    unselected: jax.Array  # [n, B] bool: the views not in the chosen pair
+
+
+def select(rng, images, magnitude, online_fn: Callable, target_fn: Callable | None,
+           loss_fn: Callable, *, num_views: int, r_sel: int, resolution: int, view_configs,
+           dtype) -> Selection:
+    """The selection pass. online_fn / target_fn (None without a target network) map a view batch
+    to network outputs; loss_fn(online_a, online_b, target_a, target_b) -> [B] is the method's
+    per-sample pair loss. Nothing here is differentiated."""
+    small = augment.render_views(rng, images, magnitude, r_sel, view_configs, num_views, dtype)
+    online = jax.vmap(online_fn)(small)
+    target = None if target_fn is None else jax.vmap(target_fn)(small)
+    losses = jax.lax.stop_gradient(pair_losses(loss_fn, online, target, num_views))  # [P, B]
+    a, b = hardest_pairs(losses, num_views)
+    if r_sel == resolution:
+        pair = jnp.stack([gather_views(small, index) for index in (a, b)])
+    else:
+        pair = jnp.stack([render_selected(rng, images, magnitude, resolution, view_configs,
+                                          num_views, dtype, index) for index in (a, b)])
+    views = jnp.arange(num_views)[:, None]
+    online, target = jax.lax.stop_gradient((online, target))
+    return Selection(pair=pair, online=online, target=target,
+                     stats={"ha_selected_loss": jnp.max(losses, 0).mean(),
+                            "ha_mean_loss": losses.mean()},
+                     unselected=(views != a) & (views != b))
+
+
+def extra_target_loss(loss_fn, out_a, out_b, target_a, target_b, selection: Selection):
+    """Table 9's variant: mean over the unselected views k of the pair losses of each trained
+    view with k. k's outputs are constants, so they act only as targets. Returns [B]."""
+    def against(k):
+        ok = _take(selection.online, k)
+        tk = None if selection.target is None else _take(selection.target, k)
+        return 0.5 * (loss_fn(out_a, ok, target_a, tk) + loss_fn(out_b, ok, target_b, tk))
+
+    n = selection.unselected.shape[0]
+    losses = jax.vmap(against)(jnp.arange(n))  # [n, B]
+    mask = selection.unselected
+    return (losses * mask).sum(0) / jnp.maximum(mask.sum(0), 1)
+
+
+# Cost (eq. 11), pure Python.
+
+def speed_factor(resolution: int, r_sel: int, num_views: int, cost_ratio: float = 6.0) -> float:
+    """Eq. 11: M_ha = r^2 C / (r^2 C + m r_sel^2); 1 - M_ha is the selection overhead.
+    C is the cost of a training iteration over one forward pass (6 in the paper)."""
+    return resolution ** 2 * cost_ratio / (resolution ** 2 * cost_ratio + num_views * r_sel ** 2)
+
+
+def overhead_eq11(steps_by_resolution: dict, r_sel: int, num_views: int) -> float:
+    """Eq. 11's 1 - M_ha averaged over the steps run at each resolution (r_sel capped at r)."""
+    total = sum(steps_by_resolution.values())
+    if not total:
+        return 0.0
+    return sum(n * (1 - speed_factor(int(r), min(r_sel, int(r)), num_views))
+               for r, n in steps_by_resolution.items()) / total

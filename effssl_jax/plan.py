@@ -9,7 +9,8 @@ import dataclasses
 import math
 from typing import Callable
 
-from effssl_jax import progressive, schedules
+from effssl_jax import hard_augment, progressive, schedules
+from effssl_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Plan:
             f"predicted speed-up of the resolution plan (eq. 9): {self.predicted_speedup:.2f}x",
         ]
         if self.hard_augment:
-            m_ha = progressive.hard_augment_speed_factor(self.r_max, self.r_sel, self.num_views)
+            m_ha = hard_augment.speed_factor(self.r_max, self.r_sel, self.num_views)
             lines.append(f"hard augment: {self.num_views} views scored at {self.r_sel}px over "
                          f"{math.comb(self.num_views, 2)} pairs; eq. 11 overhead at {self.r_max}px "
                          f"{100 * (1 - m_ha):.1f}%")
@@ -82,35 +83,10 @@ def _probe(plan: Plan):
     return range(0, plan.total_steps + 1, max(plan.total_steps // 200, 1))
 
 
-def lr_and_momentum(optim, total_steps: int, warmup_steps: int):
-    kind = optim.schedule
-    if kind == "cosine":
-        return (schedules.cosine_schedule(optim.lr, total_steps),
-                schedules.constant_schedule(optim.momentum))
-    if kind == "warmup_cosine":
-        return (schedules.warmup_cosine_schedule(optim.lr, warmup_steps, total_steps),
-                schedules.constant_schedule(optim.momentum))
-    if kind == "f1clr":
-        return (schedules.f1clr_schedule(optim.lr, warmup_steps, total_steps),
-                schedules.f1clr_momentum_schedule(optim.momentum_low, optim.momentum_high,
-                                                  warmup_steps, total_steps))
-    if kind == "one_cycle":
-        return (schedules.one_cycle_schedule(optim.lr, optim.one_cycle_fraction, total_steps),
-                schedules.one_cycle_momentum_schedule(
-                    optim.momentum_low, optim.momentum_high, optim.one_cycle_fraction, total_steps))
-    if kind == "constant":
-        return schedules.constant_schedule(optim.lr), schedules.constant_schedule(optim.momentum)
-    if kind == "exponential":
-        lo, hi = optim.lr_range
-        return (schedules.exponential_schedule(lo, hi, total_steps),
-                schedules.constant_schedule(optim.momentum))
-    raise ValueError(f"unknown optim.schedule {kind!r}")
-
-
 def make_plan(config, num_examples: int) -> Plan:
     steps_per_epoch = num_examples // config.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"the dataset has {num_examples} examples, fewer than one batch of "
+        raise ConfigError(f"the dataset has {num_examples} examples, fewer than one batch of "
                          f"{config.batch_size}; lower --config.batch_size")
     total_steps = max(round(config.epochs * steps_per_epoch), 1)
     warmup_steps = 0
@@ -118,7 +94,7 @@ def make_plan(config, num_examples: int) -> Plan:
         warmup_steps = round(config.optim.warmup_epochs * steps_per_epoch)
     elif config.optim.schedule == "one_cycle":
         warmup_steps = round(config.optim.one_cycle_fraction * total_steps)
-    lr, momentum = lr_and_momentum(config.optim, total_steps, warmup_steps)
+    lr, momentum = schedules.from_config(config.optim, total_steps, warmup_steps)
     p = config.progressive
     stages = progressive.resolution_stages(p.schedule, total_steps, warmup_steps, p.r_min,
                                            p.r_max, p.bucket_step)

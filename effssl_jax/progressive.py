@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from effssl_jax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -30,9 +32,9 @@ def _ramp(start: int, end: int, r_min: int, r_max: int, bucket_step: int) -> lis
 
 def check_resolutions(r_min: int, r_max: int, bucket_step: int) -> None:
     if not 0 < r_min <= r_max:
-        raise ValueError(f"resolution range [{r_min}, {r_max}] is empty; need 0 < r_min <= r_max")
+        raise ConfigError(f"resolution range [{r_min}, {r_max}] is empty; need 0 < r_min <= r_max")
     if bucket_step <= 0 or r_min % bucket_step or r_max % bucket_step:
-        raise ValueError(
+        raise ConfigError(
             f"r_min={r_min} and r_max={r_max} must be multiples of bucket_step={bucket_step}; "
             f"set --config.progressive.bucket_step to a common divisor (e.g. 8 for small images)")
 
@@ -50,7 +52,7 @@ def resolution_stages(kind: str, total_steps: int, warmup_steps: int, r_min: int
         warmup_steps = min(warmup_steps, total_steps)
         head = [Stage(0, warmup_steps, r_max)] if warmup_steps > 0 else []
         return head + _ramp(warmup_steps, total_steps, r_min, r_max, bucket_step)
-    raise ValueError(f"unknown resolution schedule {kind!r}; "
+    raise ConfigError(f"unknown resolution schedule {kind!r}; "
                      "valid: 'fixed', 'progressive', 'super_progressive'")
 
 
@@ -79,10 +81,3 @@ def predicted_speedup(stages: list[Stage], r_max: int) -> float:
     total = sum(s.steps for s in stages)
     cost = sum(s.steps * (s.resolution / r_max) ** 2 for s in stages)
     return total / cost
-
-
-def hard_augment_speed_factor(resolution: int, r_sel: int, num_views: int,
-                              cost_ratio: float = 6.0) -> float:
-    """Eq. 11: M_ha = r^2 C / (r^2 C + m r_sel^2); 1 - M_ha is the selection overhead.
-    C is the cost of a training iteration over one forward pass (6 in the paper)."""
-    return resolution ** 2 * cost_ratio / (resolution ** 2 * cost_ratio + num_views * r_sel ** 2)

@@ -29,6 +29,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import cycler  # noqa: E402
 
+from effssl_jax import cli  # noqa: E402
+from effssl_jax.errors import UserError  # noqa: E402
+
 SP_LABELS = {"fixed": "-", "progressive": "P", "super_progressive": "SP"}
 # Ten colours solid, then dashed, then dotted: runs past the tenth keep their own line.
 RUN_STYLES = cycler(linestyle=["-", "--", ":"]) * cycler(color=plt.get_cmap("tab10").colors)
@@ -62,7 +65,8 @@ def _read_json(path, default=None):
 def load_run(workdir: str) -> Run:
     config = _read_json(os.path.join(workdir, "config.json"))
     if config is None:
-        raise FileNotFoundError(f"{workdir}/config.json not found: not a run directory")
+        raise UserError(f"{workdir}/config.json not found: not a run directory (give the folders "
+                        "that launch.py trained into)")
     metrics = []
     if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
         with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -91,7 +95,8 @@ def _latest(run: Run, key: str):
 def _cumulative_cost(run: Run) -> list[tuple[float, float, float]]:
     """(kNN top-1, training PFLOPs so far, training seconds so far) at each evaluation. Eval lines
     written by the current train loop carry pflops and train_time_s; for older runs both are
-    rebuilt from the logged steps (resolution -> the summary's GFLOPs per step; batch / images/s)."""
+    rebuilt from the logged steps (resolution -> the summary's GFLOPs per step; batch /
+    images/s)."""
     rows = run.knn_rows
     if rows and all("pflops" in r and "train_time_s" in r for r in rows):
         return [(r["knn_top1"], r["pflops"], r["train_time_s"]) for r in rows]
@@ -273,7 +278,7 @@ def build_report(run_dirs: list[str], out: str, baseline: str | None = None) -> 
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m effssl_jax.report",
+    parser = argparse.ArgumentParser(prog="effssl-report",
                                      description="Results table and figures from run directories")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     parser.add_argument("--out", default="report")
@@ -288,5 +293,9 @@ def main(argv=None) -> list[dict]:
     return rows
 
 
+def console_main():
+    cli.run_main(main)
+
+
 if __name__ == "__main__":
-    main()
+    console_main()

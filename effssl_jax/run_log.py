@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import sys
 import time
 
 import jax
-
 from tqdm.auto import tqdm
+
+from effssl_jax.errors import ConfigError, DivergenceError
 
 
 def _jsonable(value):
@@ -29,11 +31,28 @@ class MetricsLog:
     def __init__(self, workdir: str, resume_step: int = 0):
         self.path = os.path.join(workdir, "metrics.jsonl")
         if os.path.exists(self.path):
-            kept = [line for line in open(self.path)
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            kept = [line.rstrip("\n") + "\n" for line, record in self._records(self.path)
+                    if record.get("step", 0) <= resume_step]
             with open(self.path, "w") as f:
                 f.writelines(kept)
         self._file = open(self.path, "a")
+
+    @staticmethod
+    def _records(path: str) -> list[tuple[str, dict]]:
+        """The file's (line, record) pairs; a last line that is not JSON (the run died while
+        writing it) is dropped with a warning."""
+        with open(path) as f:
+            lines = [line for line in f if line.strip()]
+        records = []
+        for i, line in enumerate(lines):
+            try:
+                records.append((line, json.loads(line)))
+            except json.JSONDecodeError:
+                if i < len(lines) - 1:
+                    raise
+                logging.warning("%s: dropping its last line, cut short (the run died while "
+                                "writing it): %r", path, line[:80])
+        return records
 
     def write(self, record: dict) -> None:
         self._file.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
@@ -63,7 +82,7 @@ def progress_bar(total: int, initial: int, enabled: bool):
 def read_summary(workdir: str) -> dict:
     path = os.path.join(workdir, "summary.json")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found; --config.compare_to must name the workdir of "
+        raise ConfigError(f"{path} not found; --config.compare_to must name the workdir of "
                                 "a finished run")
     with open(path) as f:
         return json.load(f)
@@ -104,27 +123,80 @@ class PendingMetrics:
         return out
 
 
-class Stopwatch:
-    """Accumulates wall-clock time into a checkpointed dict, across resumes: wall_clock_s in
-    total and, under `excluded(key)`, the parts that are not training steps."""
+class RunLog:
+    """Everything the loop reports: metrics of recent steps kept on the device and fetched at the
+    log cadence (`add`, `flush`), metrics.jsonl and the progress bar (process 0 only), the kNN
+    lines, the finiteness check and the caller's early `stop`."""
 
-    KEYS = ("wall_clock_s", "compile_s", "eval_s", "checkpoint_s")
+    def __init__(self, workdir: str, start: int, total_steps: int, config, stop=None,
+                 main_process: bool = True):
+        self._metrics = MetricsLog(workdir, resume_step=start) if main_process else None
+        self._pending = PendingMetrics()
+        self._stop, self._main = stop, main_process
+        self._bar_args = (total_steps, start, bool(config.progress_bar) and main_process)
+        self._bar = None
+        self.last_checkpoint: int | None = start or None
 
-    def __init__(self, meta: dict):
-        self.meta = meta
-        for key in self.KEYS:
-            meta.setdefault(key, 0.0)
-        self._last = time.perf_counter()
+    @property
+    def bar(self):
+        if self._bar is None:  # made at the first step, after the initial kNN line
+            self._bar = progress_bar(*self._bar_args)
+        return self._bar
 
-    def update(self) -> None:
-        now = time.perf_counter()
-        self.meta["wall_clock_s"] += now - self._last
-        self._last = now
+    def paused(self):
+        """A block whose time is left out of images_per_sec."""
+        return self._pending.paused()
 
-    @contextlib.contextmanager
-    def excluded(self, key: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.meta[key] += time.perf_counter() - t0
+    def add(self, done: int, plan, resolution: int, magnitude: float, device_metrics,
+            images: int) -> None:
+        self._pending.add({"step": done, "epoch": plan.epoch(done), "resolution": resolution,
+                           "magnitude": magnitude}, device_metrics, images)
+        self.bar.update(1)
+
+    def flush(self) -> bool:
+        """Fetches and logs the pending steps' metrics; True when `stop` asks to end the run.
+        A non-finite loss, gradient or state raises DivergenceError naming the step and the last
+        checkpoint (`last_checkpoint`, kept up to date by the loop)."""
+        records = self._pending.fetch()
+        for record in records:
+            if self._stop is not None and self._stop(record):
+                return True
+            if not (math.isfinite(record["loss"]) and record.get("finite", 1.0) == 1.0):
+                raise DivergenceError(self._divergence(record))
+            self._write(record)
+        if records:
+            last = records[-1]
+            self.bar.set_postfix(loss=f"{last['loss']:.4f}", res=last["resolution"],
+                                 lr=f"{last['lr']:.3g}", img_s=f"{last['images_per_sec']:.0f}")
+        return False
+
+    def _divergence(self, record: dict) -> str:
+        what = (f"the loss is {record['loss']}" if not math.isfinite(record["loss"]) else
+                "the weights, batch-norm statistics or gradients are not finite")
+        saved = ("no checkpoint was written" if self.last_checkpoint is None else
+                 f"the last checkpoint, step {self.last_checkpoint}, is finite")
+        return (f"training diverged at step {record['step']}: {what}; {saved}. Lower "
+                "--config.optim.lr (or clip with --config.optim.clip_grad_norm) and rerun: it "
+                "resumes from the last checkpoint")
+
+    def knn(self, step: int, plan, record) -> None:
+        """Logs the kNN accuracy just measured (record.knn_top1) with the cost so far."""
+        entry = {"step": step, "epoch": plan.epoch(step), "knn_top1": record.knn_top1,
+                 "pflops": record.train_flops / 1e15, "train_time_s": record.train_time_s}
+        if step == 0:
+            self._write(entry)
+            if self._main:
+                print(f"kNN top-1 at initialisation: {100 * record.knn_top1:.2f}%", flush=True)
+            return
+        self._write({**entry, "wall_clock_s": record.wall_clock_s})
+        self.bar.write(f"epoch {plan.epoch(step):g}: kNN top-1 {100 * record.knn_top1:.2f}%")
+
+    def _write(self, entry: dict) -> None:
+        if self._metrics is not None:
+            self._metrics.write(entry)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._metrics is not None:
+            self._metrics.close()

@@ -9,6 +9,8 @@ from typing import Callable
 
 import jax.numpy as jnp
 
+from effssl_jax.errors import ConfigError
+
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
 
@@ -82,3 +84,27 @@ def exponential_schedule(start: float, end: float, total_steps: int) -> Schedule
     def schedule(step):
         return start * (end / start) ** (step / max(total_steps - 1, 1))
     return schedule
+
+
+def from_config(optim, total_steps: int, warmup_steps: int) -> tuple[Schedule, Schedule]:
+    """(learning rate, momentum) schedules of config.optim over a plan's steps."""
+    kind = optim.schedule
+    constant_momentum = constant_schedule(optim.momentum)
+    if kind == "cosine":
+        return cosine_schedule(optim.lr, total_steps), constant_momentum
+    if kind == "warmup_cosine":
+        return warmup_cosine_schedule(optim.lr, warmup_steps, total_steps), constant_momentum
+    if kind == "f1clr":
+        return (f1clr_schedule(optim.lr, warmup_steps, total_steps),
+                f1clr_momentum_schedule(optim.momentum_low, optim.momentum_high, warmup_steps,
+                                        total_steps))
+    if kind == "one_cycle":
+        rho = optim.one_cycle_fraction
+        return (one_cycle_schedule(optim.lr, rho, total_steps),
+                one_cycle_momentum_schedule(optim.momentum_low, optim.momentum_high, rho,
+                                            total_steps))
+    if kind == "constant":
+        return constant_schedule(optim.lr), constant_momentum
+    if kind == "exponential":
+        return exponential_schedule(*optim.lr_range, total_steps), constant_momentum
+    raise ConfigError(f"unknown optim.schedule {kind!r}")

@@ -17,5 +17,5 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 @pytest.fixture(scope="session", autouse=True)
 def persistent_compilation_cache(tmp_path_factory):
-    from effssl_jax import train
-    train.enable_compilation_cache(str(tmp_path_factory.getbasetemp() / "run"))
+    from effssl_jax import compile as compile_lib
+    compile_lib.enable_persistent_cache(str(tmp_path_factory.getbasetemp() / "run"))

@@ -2,13 +2,13 @@
 export tests."""
 import os
 
-from effssl_jax import costs, train
+from effssl_jax import config_schema, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_run_config(recipe: str, epochs: int = 2):
-    c = costs.load_config(os.path.join(ROOT, "configs", f"{recipe}.py"))
+    c = config_schema.from_recipe(os.path.join(ROOT, "configs", f"{recipe}.py"))
     c.dataset, c.synthetic_train_size, c.synthetic_test_size = "synthetic", 64, 32
     c.batch_size, c.epochs = 16, epochs
     c.model.arch, c.model.width, c.model.cifar_stem = "resnet18", 8, True

@@ -5,10 +5,10 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from runs import tiny_run
 
 from effssl_jax import evaluate
 from effssl_jax.methods.base import negative_cosine
-from runs import tiny_run
 
 
 def brute_force_knn(train, train_labels, queries, k, t, num_classes):

@@ -6,10 +6,11 @@ import jax
 import numpy as np
 import pytest
 import torch
-
-from effssl_jax import export
-from effssl_jax.models import convert, resnet
 from runs import tiny_run
+
+from effssl_jax import experiment, export
+from effssl_jax.errors import UserError
+from effssl_jax.models import convert, resnet
 
 
 def _randomised_backbone(arch, cifar_stem, size, seed=0):
@@ -54,11 +55,11 @@ def test_export_command_writes_pt_npz_and_meta(tmp_path):
     for k in npz.files:
         np.testing.assert_array_equal(pt[k].numpy(), npz[k])
     # Back to Flax: the checkpoint's backbone, exactly.
-    from effssl_jax.evaluate import restore_variables
-    _, _, variables, step, _, _ = restore_variables(workdir)
+    _, state, step = experiment.restore(workdir)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
     assert meta["checkpoint_step"] == step
     back = convert.from_torchvision(dict(npz))
     ref = jax.device_get(export.backbone_variables(variables))
     jax.tree.map(np.testing.assert_array_equal, back, ref)
-    with pytest.raises(ValueError, match="width"):
+    with pytest.raises(UserError, match="width"):
         export.torchvision_resnet(meta)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from effssl_jax import augment, hard_augment, train_step
+from effssl_jax import augment, hard_augment
 from effssl_jax.methods import byol
 from effssl_jax.methods.base import negative_cosine
 
@@ -67,10 +67,10 @@ def test_selected_views_are_the_views_rendered_at_full_size():
     configs = byol.asymmetric_views(augment.ViewConfig())
     rng, n = jax.random.key(3), 4
     index = jnp.array([0, 1, 2, 3, 1, 2])
-    full = train_step.render_views(rng, images, 5.0, 16, configs, n, jnp.float32)
-    picked = train_step.render_selected(rng, images, 5.0, 16, configs, n, jnp.float32, index)
+    full = augment.render_views(rng, images, 5.0, 16, configs, n, jnp.float32)
+    picked = hard_augment.render_selected(rng, images, 5.0, 16, configs, n, jnp.float32, index)
     np.testing.assert_allclose(picked, hard_augment.gather_views(full, index), atol=1e-6)
     assert not np.allclose(picked, full[0])  # the index mattered
-    small = train_step.render_views(rng, images, 5.0, 8, configs, n, jnp.float32)
+    small = augment.render_views(rng, images, 5.0, 8, configs, n, jnp.float32)
     shrunk = jax.image.resize(full, small.shape, "linear", antialias=True)
     assert np.abs(small - shrunk).mean() < 0.25 * np.abs(small - jnp.roll(shrunk, 1, 1)).mean()

@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny import compiled_step, put_batch, tiny_config, tiny_images
 
 from effssl_jax import config_schema, optim
-from effssl_jax.train import compute_dtype
-from effssl_jax.train_step import StepSpec, create_state, make_step_fn
-from tiny import compiled_step, put_batch, tiny_config, tiny_images
+from effssl_jax.experiment import compute_dtype
+from effssl_jax.step import StepSpec, create_state, make_step_fn
 
 
 def _step(dtype):

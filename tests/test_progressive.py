@@ -1,7 +1,7 @@
 """Resolution plans and their speed-up (eq. 9, cost form) against Table 6; eq. 11."""
 import pytest
 
-from effssl_jax import config_schema, plan, progressive
+from effssl_jax import config_schema, hard_augment, plan, progressive
 
 
 def paper_plan(r_min=96, schedule="super_progressive"):
@@ -64,4 +64,4 @@ def test_small_bucket_step_and_errors():
 
 def test_hard_augment_overhead_eq11():
     # The paper's example: r=224, r_sel=64, m=4, C=6 -> about 5% overhead.
-    assert 1 - progressive.hard_augment_speed_factor(224, 64, 4) == pytest.approx(0.052, abs=1e-3)
+    assert 1 - hard_augment.speed_factor(224, 64, 4) == pytest.approx(0.052, abs=1e-3)

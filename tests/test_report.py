@@ -4,9 +4,9 @@ import csv
 import os
 
 import pytest
+from runs import tiny_run
 
 from effssl_jax import report
-from runs import tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -80,4 +80,5 @@ def test_ema_cosine():
 
 def test_exponential():
     f = schedules.exponential_schedule(1e-4, 1.0, 5)
-    np.testing.assert_allclose(np.asarray(f(np.arange(5))), [1e-4, 1e-3, 1e-2, 1e-1, 1.0], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(f(np.arange(5))), [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+                               rtol=1e-5)

@@ -1,6 +1,5 @@
-"""The jitted data-parallel step: 8 devices == 1 device; weight decay and its mask; the cache of
-serialised steps."""
-import os
+"""The jitted data-parallel step: 8 devices == 1 device; weight decay and its mask; compiling
+ahead of time; JAX's persistent cache; FLOP counts."""
 import threading
 
 import jax
@@ -9,10 +8,12 @@ import numpy as np
 import optax
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
+from tiny import compiled_step, put_batch, tiny_config, tiny_experiment, tiny_images
 
+from effssl_jax import compile as compile_lib
 from effssl_jax import optim, train
-from effssl_jax.train_step import CompiledSteps, StepSpec, _prune, make_step_fn
-from tiny import compiled_step, put_batch, step_parts, tiny_config, tiny_images
+from effssl_jax.compile import CompiledSteps, flops_of
+from effssl_jax.step import StepSpec
 
 
 def _one_step(config, devices, dtype):
@@ -53,8 +54,7 @@ def test_eight_devices_float32_loss():
 def test_flops_count_the_global_batch_once_on_any_number_of_devices():
     flops = []
     for devices in (jax.devices()[:1], jax.devices()):
-        _, method, tx, mesh, abstract = step_parts(tiny_config(), devices)
-        steps = CompiledSteps(lambda s: make_step_fn(method, tx, s, jnp.float32), mesh, abstract)
+        steps = tiny_experiment(tiny_config(), devices).compiled_steps()
         spec = StepSpec(16, 2, 8, 16, 16)
         steps.get(spec)
         steps.close()
@@ -136,53 +136,8 @@ def test_hard_augment_extra_targets_add_to_the_loss():
     assert plain["ha_selected_loss"] >= plain["ha_mean_loss"]
 
 
-@pytest.fixture
-def no_persistent_cache():
-    """Compiles really compile: conftest enables XLA's persistent cache, whose hits are (rightly)
-    not serialised."""
-    enabled = jax.config.jax_enable_compilation_cache
-    jax.config.update("jax_enable_compilation_cache", False)
-    compilation_cache.reset_cache()  # JAX decides whether to use the cache once, at first use
-    yield
-    jax.config.update("jax_enable_compilation_cache", enabled)
-    compilation_cache.reset_cache()
-
-
-def test_serialised_steps_load_without_tracing_and_compute_the_same(tmp_path, no_persistent_cache):
-    init, method, tx, mesh, abstract = step_parts(tiny_config(), jax.devices()[:1])
-    traced = []
-
-    def make(spec):
-        traced.append(spec)
-        return make_step_fn(method, tx, spec, jnp.float32)
-
-    spec = StepSpec(16, 2, 8, 16, 16)
-    steps = lambda fingerprint: CompiledSteps(make, mesh, abstract, str(tmp_path), fingerprint)
-    first, second = steps("a"), steps("a")
-    outputs = []
-    for s in (first, second):
-        state, metrics = s.get(spec)(init(jax.random.key(0)), put_batch(tiny_images(), mesh),
-                                     np.float32(5.0))
-        outputs.append((float(metrics["loss"]), jax.device_get(state.params)))
-    assert traced == [spec]  # the second did not trace
-    assert second.loaded == {spec} and not first.loaded
-    assert second.flops == first.flops and first.flops[spec] > 0
-    assert outputs[0][0] == outputs[1][0]
-    for a, b in zip(*(jax.tree.leaves(o[1]) for o in outputs)):
-        np.testing.assert_array_equal(a, b)
-    other = steps("b")  # another config or source code: compiled anew
-    other.get(spec)
-    assert not other.loaded and len(traced) == 2
-    for f in tmp_path.glob("*.pkl"):
-        f.write_bytes(b"truncated")
-    third = steps("a")
-    third.get(spec)  # an unreadable entry is compiled again, not fatal
-    assert not third.loaded and len(traced) == 3
-
-
-def test_prefetched_steps_trace_in_the_callers_thread_and_keep_hard_augments_share(
-        tmp_path, no_persistent_cache, monkeypatch):
-    init, method, tx, mesh, abstract = step_parts(tiny_config(), jax.devices()[:1])
+def test_prefetched_steps_trace_in_the_callers_thread_and_keep_hard_augments_share(monkeypatch):
+    exp = tiny_experiment(tiny_config())
     threads, compile_threads = [], []
     compile_step = CompiledSteps._compile
 
@@ -194,10 +149,10 @@ def test_prefetched_steps_trace_in_the_callers_thread_and_keep_hard_augments_sha
 
     def make(spec):
         threads.append(threading.current_thread())
-        return make_step_fn(method, tx, spec, jnp.float32)
+        return exp.step_fn(spec)
 
     spec = StepSpec(16, 3, 8, 16, 16)  # Hard Augment: 3 views scored at 8 px
-    first = CompiledSteps(make, mesh, abstract, str(tmp_path), "a")
+    first = CompiledSteps(make, exp.mesh, exp.abstract_state)
     first.prefetch(spec)
     first.prefetch(spec)
     step = first.get(spec)
@@ -208,38 +163,18 @@ def test_prefetched_steps_trace_in_the_callers_thread_and_keep_hard_augments_sha
     assert threads == [threading.current_thread()] * 2
     assert len(compile_threads) == 1 and compile_threads[0] is not threading.current_thread()
     assert 0 < first.selection_flops[spec] < 0.5 * first.flops[spec]
-    second = CompiledSteps(make, mesh, abstract, str(tmp_path), "a")
-    second.get(spec)
-    assert second.loaded == {spec} and len(threads) == 2
-    assert second.flops == first.flops and second.selection_flops == first.selection_flops
-    for s in (first, second):
-        s.close()
-
-
-def test_steps_from_xlas_persistent_cache_are_not_serialised(tmp_path):
-    """jaxlib 0.10 (CPU) serialises an executable that XLA's persistent cache supplied without
-    its kernels, and the copy fails when a later process runs it: such steps are not written."""
-    assert jax.config.jax_enable_compilation_cache, "conftest enables XLA's persistent cache"
-    init, method, tx, mesh, abstract = step_parts(tiny_config(), jax.devices()[:1])
-    make = lambda spec: make_step_fn(method, tx, spec, jnp.float32)
-    spec = StepSpec(16, 2, 8, 16, 16)
-    CompiledSteps(make, mesh, abstract).get(spec)  # compiled, and put in XLA's cache
-    steps = CompiledSteps(make, mesh, abstract, str(tmp_path / "steps"), "a")
-    state, metrics = steps.get(spec)(init(jax.random.key(0)), put_batch(tiny_images(), mesh),
-                                     np.float32(5.0))
-    assert np.isfinite(metrics["loss"]) and not steps.loaded
-    assert not (tmp_path / "steps").exists() or not list((tmp_path / "steps").iterdir())
+    first.close()
 
 
 def test_xlas_persistent_cache_is_capped(tmp_path):
-    """train.enable_compilation_cache bounds XLA's cache: JAX then keeps an access time next to
+    """compile.enable_persistent_cache bounds XLA's cache: JAX then keeps an access time next to
     each entry and evicts the least recently used ones beyond XLA_CACHE_BYTES."""
     suites_cache = jax.config.jax_compilation_cache_dir
     # JAX opens its cache once per process: a fresh one, whichever tests ran before in this worker.
     compilation_cache.reset_cache()
     try:
-        train.enable_compilation_cache(str(tmp_path / "run"))
-        assert jax.config.jax_compilation_cache_max_size == train.XLA_CACHE_BYTES
+        compile_lib.enable_persistent_cache(str(tmp_path / "run"))
+        assert jax.config.jax_compilation_cache_max_size == compile_lib.XLA_CACHE_BYTES
         jax.jit(lambda x: x * 3.0 + 1.0).lower(jnp.ones(7)).compile()
         cache = tmp_path / ".jax_cache"
         entries = {p.name.removesuffix("-cache") for p in cache.glob("*-cache")}
@@ -249,42 +184,19 @@ def test_xlas_persistent_cache_is_capped(tmp_path):
         jax.config.update("jax_compilation_cache_dir", suites_cache)
 
 
-def test_entries_cached_without_the_cap_are_dated_so_that_new_ones_can_be_written(tmp_path):
-    from jax._src.lru_cache import LRUCache
-    (tmp_path / "old-cache").write_bytes(b"x" * 100)  # as written by a run without the cap
-    os.utime(tmp_path / "old-cache", (1000, 1000))
-    with pytest.raises(FileNotFoundError):  # what JAX hits on every write to such a cache
-        LRUCache(str(tmp_path), max_size=150).put("new", b"y" * 100)
-    train.date_undated_entries(str(tmp_path))
-    assert int.from_bytes((tmp_path / "old-atime").read_bytes(), "little") == 1000 * 10**9
-    LRUCache(str(tmp_path), max_size=150).put("new", b"y" * 100)  # evicts the older entry
-    assert sorted(p.name for p in tmp_path.glob("*-cache")) == ["new-cache"]
-
-
-def test_step_cache_keeps_the_most_recently_used_entries(tmp_path):
-    for i, name in enumerate(["old", "mid", "new", "newest"]):
-        path = tmp_path / f"{name}.pkl"
-        path.write_bytes(b"x" * 100)
-        os.utime(path, (1000 + i, 1000 + i))
-    os.utime(tmp_path / "old.pkl", (2000, 2000))  # loaded lately: now the most recently used
-    (tmp_path / "other.txt").write_bytes(b"x" * 1000)  # not an entry
-    _prune(str(tmp_path), 250)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["newest.pkl", "old.pkl", "other.txt"]
-    _prune(str(tmp_path), 10)  # the newest entry stays, even beyond the limit
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.pkl", "other.txt"]
-
-
 def test_evaluation_runs_every_few_epochs_and_at_the_end_unless_off():
-    from effssl_jax import config_schema, plan as plan_lib
+    from effssl_jax import config_schema
+    from effssl_jax import plan as plan_lib
     c = config_schema.default_config()
     c.batch_size, c.epochs, c.eval.every_epochs = 100, 12, 5.0
     p = plan_lib.make_plan(c, 1000)  # 10 steps per epoch, 120 steps
-    assert [s for s in range(1, 121) if train._eval_due(c, p, s)] == [50, 100, 120]
+    due = lambda s: train._every(train._eval_every(c, p), s, p.total_steps)
+    assert [s for s in range(1, 121) if due(s)] == [50, 100, 120]
     c.epochs = 1  # shorter than the cadence: the trained network is still evaluated
     p = plan_lib.make_plan(c, 1000)
-    assert [s for s in range(1, 11) if train._eval_due(c, p, s)] == [10]
+    assert [s for s in range(1, 11) if due(s)] == [10]
     c.eval.every_epochs = 0
-    assert not any(train._eval_due(c, p, s) for s in range(1, 11))
+    assert not any(due(s) for s in range(1, 11))
     c.eval.every_epochs = -1
     with pytest.raises(ValueError, match="every_epochs=-1.*0 turns"):
         config_schema.validate(c)
@@ -294,7 +206,6 @@ def test_flops_are_counted_where_lowered_cost_analysis_is_unimplemented(monkeypa
     """CUDA and TPU (PJRT plugins) raise NotImplementedError for Lowered.cost_analysis; their
     compiled executables' count leaves out cuDNN's convolutions. The HLO is then analysed on the
     CPU client: the same count, convolutions included."""
-    from effssl_jax.train_step import flops_of
     conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
         x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
     lowered = conv.lower(jnp.ones((2, 6, 6, 4)), jnp.ones((3, 3, 4, 8)))

@@ -1,0 +1,3 @@
+from effssl_jax.evaluate.offline import console_main
+
+console_main()

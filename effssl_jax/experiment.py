@@ -1,0 +1,107 @@
+"""A run built from its config: plan, method, optimizer, mesh, state initialiser and compiled
+steps; or restored from a workdir. The one place that composes model + method + optimizer, used
+by train, evaluate, export, costs, the benchmarks and the tests.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from effssl_jax import augment, checkpoint, config_schema, methods, optim
+from effssl_jax import plan as plan_lib
+from effssl_jax.compile import CompiledSteps
+from effssl_jax.models import resnet
+from effssl_jax.plan import Plan
+from effssl_jax.step import StepSpec, create_state, data_mesh, make_step_fn
+
+
+def compute_dtype(name: str):
+    """'auto': bfloat16 on GPU/TPU, float32 on CPU (parameters stay float32 either way)."""
+    if name == "auto":
+        return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+def sizes(config) -> tuple[int, int]:
+    """(evaluation resolution, host decode size) of a config."""
+    p = config.progressive
+    eval_res = config.eval.resolution or p.r_max
+    return eval_res, config.image_size or max(p.r_max, eval_res)
+
+
+def build_method(config, dtype, steps_per_epoch: int, total_steps: int):
+    m = config.model
+    backbone = resnet.get_backbone(m.arch, width=m.width, cifar_stem=m.cifar_stem, dtype=dtype,
+                                   conv_impl=m.conv_impl)
+    view = augment.ViewConfig(crop_scale=tuple(config.augment.crop_scale),
+                              blur_prob=config.augment.blur_prob)
+    return methods.get_method(config, methods.MethodContext(
+        backbone=backbone, feature_dim=resnet.feature_dim(m.arch, m.width), view_config=view,
+        dtype=dtype, steps_per_epoch=steps_per_epoch, total_steps=total_steps))
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    config: Any
+    plan: Plan
+    method: Any
+    tx: Any  # the optax optimizer
+    mesh: Mesh
+    dtype: Any
+    init: Callable  # jitted rng -> replicated TrainState
+    abstract_state: Any  # jax.ShapeDtypeStruct pytree with shardings (orbax restore target)
+
+    @property
+    def local_batch(self) -> int:
+        return self.config.batch_size // jax.process_count()
+
+    @property
+    def abstract_variables(self) -> dict:
+        return {"params": self.abstract_state.params,
+                "batch_stats": self.abstract_state.batch_stats}
+
+    def spec(self, resolution: int, host_size: int) -> StepSpec:
+        """The static description of the compiled train step at `resolution`."""
+        return StepSpec(resolution, self.plan.num_views,
+                        self.plan.selection_resolution(resolution), host_size, self.local_batch,
+                        self.config.hard_augment.extra_targets)
+
+    def step_fn(self, spec: StepSpec) -> Callable:
+        return make_step_fn(self.method, self.tx, spec, self.dtype)
+
+    def compiled_steps(self) -> CompiledSteps:
+        return CompiledSteps(self.step_fn, self.mesh, self.abstract_state)
+
+
+def build(config, num_train: int, mesh: Mesh | None = None, dtype=None) -> Experiment:
+    """The experiment of `config` over `num_train` pretraining images (they set the schedules,
+    not the state's shapes). Default mesh: all devices; default dtype: config.dtype."""
+    mesh = data_mesh() if mesh is None else mesh
+    dtype = compute_dtype(config.dtype) if dtype is None else dtype
+    plan = plan_lib.make_plan(config, num_train)
+    method = build_method(config, dtype, plan.steps_per_epoch, plan.total_steps)
+    tx = optim.from_config(config.optim, plan.lr, plan.momentum)
+    replicated = NamedSharding(mesh, P())
+    init = jax.jit(lambda rng: create_state(method, tx, rng, config.progressive.r_max),
+                   out_shardings=replicated)
+    abstract = checkpoint.abstract_like(jax.eval_shape(init, jax.random.key(config.seed)),
+                                        replicated)
+    return Experiment(config, plan, method, tx, mesh, dtype, init, abstract)
+
+
+def restore(workdir: str, step: int | None = None, num_train: int | None = None):
+    """(experiment, train state, checkpoint step) of WORKDIR's checkpoint `step` (default: the
+    latest), with the config the run was trained with."""
+    config = config_schema.from_workdir(workdir)
+    exp = build(config, num_train or config.batch_size)
+    ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
+    try:
+        state, _ = ckpt.restore(exp.abstract_state, step)
+    finally:
+        ckpt.close()
+    return exp, state, int(state.step)
