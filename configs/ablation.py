@@ -2,8 +2,7 @@
   ca, f1clr, ca+ha, f1clr+sp, f1clr+ha, f1clr+sp+ha
 CA rows use the baseline recipe (cosine annealing, 800 epochs); F1-CLR rows the efficient one
 (480 epochs, t_w 80); +sp adds Super Progressive Learning, +ha Hard Augment."""
-from configs import simsiam_baseline
-from configs import simsiam_f1clr
+from configs import simsiam_baseline, simsiam_f1clr
 
 ROWS = ("ca", "f1clr", "ca+ha", "f1clr+sp", "f1clr+ha", "f1clr+sp+ha")
 

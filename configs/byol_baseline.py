@@ -1,4 +1,5 @@
-"""BYOL (Grill et al. 2020): predictor + EMA target, tau 0.99 -> 1 (solo-learn ImageNet-100); asymmetric blur/solarize views.
+"""BYOL (Grill et al. 2020): predictor + EMA target, tau 0.99 -> 1 (solo-learn ImageNet-100);
+asymmetric blur/solarize views.
 
 Optimiser, schedule, resolution and Hard Augment settings as configs/simsiam_baseline.py: the paper
 uses the same optimiser and augmentation hyper-parameters for every method (Sec. 4.2); the

@@ -1,4 +1,6 @@
-"""DINO (Caron et al. 2021) with a ResNet backbone: DINO head with 4096 prototypes, teacher temperature 0.04 -> 0.07 over 30 epochs, centre momentum 0.9, teacher tau 0.9995 -> 1 (small-batch advice of the DINO repo).
+"""DINO (Caron et al. 2021) with a ResNet backbone: DINO head with 4096 prototypes, teacher
+temperature 0.04 -> 0.07 over 30 epochs, centre momentum 0.9, teacher tau 0.9995 -> 1 (small-batch
+advice of the DINO repo).
 
 Optimiser, schedule, resolution and Hard Augment settings as configs/simsiam_baseline.py: the paper
 uses the same optimiser and augmentation hyper-parameters for every method (Sec. 4.2); the

@@ -11,9 +11,10 @@ network stem and resolutions (default imagenet32):
   step.
 
 What is scaled, and how the paper's ratios are kept:
-- epochs: the baseline trains E epochs (paper: 800), the F1-CLR rows 0.6 E (480), warm-up t_w 0.1 E (80);
-- resolution: r_max 32 or 16 (224), Super Progressive from r_min 3/8 r_max (96/224) in 6 buckets, like
-  the paper's 96..224 in 32 px ones; eq. 9's cost ratio is 1.67 (paper's plan 1.60);
+- epochs: the baseline trains E epochs (paper: 800), the F1-CLR rows 0.6 E (480), warm-up t_w
+  0.1 E (80);
+- resolution: r_max 32 or 16 (224), Super Progressive from r_min 3/8 r_max (96/224) in 6 buckets,
+  like the paper's 96..224 in 32 px ones; eq. 9's cost ratio is 1.67 (paper's plan 1.60);
 - Hard Augment: 6 views scored at 64 / 224 of r_max;
 - network: ResNet-18 at half width (width 32), projector 1024 -> 128;
 - method: SimCLR (temperature 0.2), one of the paper's five (Table 2), instead of Table 3's SimSiam.

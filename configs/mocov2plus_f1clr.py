@@ -1,4 +1,5 @@
-"""MoCo v2+ (solo-learn): symmetric InfoNCE against a 4096-key queue per view (sized to Imagenette's 9.5k images), temperature 0.2, momentum encoder tau 0.99 -> 0.999.
+"""MoCo v2+ (solo-learn): symmetric InfoNCE against a 4096-key queue per view (sized to Imagenette's
+9.5k images), temperature 0.2, momentum encoder tau 0.99 -> 0.999.
 
 Optimiser, schedule, resolution and Hard Augment settings as configs/simsiam_f1clr.py: the paper
 uses the same optimiser and augmentation hyper-parameters for every method (Sec. 4.2); the

@@ -1,4 +1,5 @@
-"""SimCLR (Chen et al. 2020): NT-Xent over the global batch, temperature 0.2 (solo-learn ImageNet-100).
+"""SimCLR (Chen et al. 2020): NT-Xent over the global batch, temperature 0.2 (solo-learn
+ImageNet-100).
 
 Optimiser, schedule, resolution and Hard Augment settings as configs/simsiam_f1clr.py: the paper
 uses the same optimiser and augmentation hyper-parameters for every method (Sec. 4.2); the
