@@ -70,11 +70,16 @@ def test_quickstart_runs_a_recipe_on_its_budget():
     path = os.path.join(ROOT, "configs", "quickstart.py")
     config = config_schema.from_recipe(path + ":byol_f1clr")
     assert config.method == "byol" and config.optim.schedule == "f1clr"
-    assert config.optim.warmup_epochs == pytest.approx(80 / 480 * 20)
+    # Without negatives: the measured 40-epoch budget at batch 32, lr 0.05; the warm-up keeps the
+    # recipe's fraction of training (80 of 480 epochs).
+    assert (config.batch_size, config.epochs, config.optim.lr) == (32, 40, 0.05)
+    assert config.optim.warmup_epochs == pytest.approx(80 / 480 * 40)
     plan = plan_lib.make_plan(config, config.synthetic_train_size)
     assert plan.resolutions == (16, 24, 32) and plan.resolution(0) == 32
     assert config.hard_augment.enabled and config.hard_augment.r_sel == 16
-    assert (config.batch_size, config.epochs, config.model.width) == (64, 20, 32)
+    assert config.model.width == 32
+    simclr = config_schema.from_recipe(path + ":simclr_f1clr")  # negatives: the quickstart budget
+    assert (simclr.batch_size, simclr.epochs, simclr.optim.lr) == (128, 20, 0.2)
 
 
 @pytest.mark.parametrize("scale", ["imagenet32", "cifar16"])
