@@ -63,8 +63,8 @@ class MetricsLog:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of WORKDIR/metrics.jsonl (a last line cut short is dropped, as on resume)."""
+    return [record for _, record in MetricsLog._records(os.path.join(workdir, "metrics.jsonl"))]
 
 
 def write_json(path: str, obj: dict) -> None:
@@ -83,7 +83,7 @@ def read_summary(workdir: str) -> dict:
     path = os.path.join(workdir, "summary.json")
     if not os.path.exists(path):
         raise ConfigError(f"{path} not found; --config.compare_to must name the workdir of "
-                                "a finished run")
+                          "a finished run")
     with open(path) as f:
         return json.load(f)
 

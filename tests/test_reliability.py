@@ -15,7 +15,7 @@ import pytest
 from test_launch import ROOT, TINY, launch, metrics
 from tiny import tiny_config
 
-from effssl_jax import config_schema, experiment, train, workdir_lock
+from effssl_jax import config_schema, experiment, run_log, train, workdir_lock
 from effssl_jax.errors import ConfigError, DivergenceError, UserError
 from effssl_jax.run_log import MetricsLog
 
@@ -114,6 +114,15 @@ def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path, caplog):
     log.close()
     assert str(path) in caplog.text and "last line" in caplog.text
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_reading_metrics_drops_a_torn_last_line_too(tmp_path):
+    """What the LR range test and the report helpers read after a run that died mid-write."""
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "lo')
+    assert run_log.read_metrics(str(tmp_path)) == [{"step": 1, "loss": 1.0}]
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "lo\n{"step": 2, "loss": 1.0}\n')
+    with pytest.raises(json.JSONDecodeError):  # damage before the last line is not hidden
+        run_log.read_metrics(str(tmp_path))
 
 
 def test_last_metrics_line_without_newline_is_not_glued_to_the_next(tmp_path):
