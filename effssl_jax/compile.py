@@ -25,9 +25,11 @@ XLA_CACHE_BYTES = 4 * 2**30  # least recently used executables are evicted beyon
 
 
 def enable_persistent_cache(workdir: str) -> None:
-    """JAX's persistent XLA cache next to the workdir (<parent>/.jax_cache): a sibling or resumed
-    run with the same shapes loads its buckets' executables instead of compiling them again."""
-    cache = os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache")
+    """JAX's persistent XLA cache next to the workdir (<parent>/.jax_cache), or where JAX's own
+    JAX_COMPILATION_CACHE_DIR says: a sibling or resumed run with the same shapes loads its
+    buckets' executables instead of compiling them again."""
+    cache = (os.environ.get("JAX_COMPILATION_CACHE_DIR")
+             or os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache"))
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_BYTES)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

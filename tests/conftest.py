@@ -1,21 +1,29 @@
 """Tests run with 8 simulated CPU devices, so data-parallel code is exercised as on a TPU host.
 Single-device tests build their mesh from jax.devices()[:1].
 
-The suite is dominated by XLA compiling tiny networks, most of it in LLVM: tests compile without
-LLVM optimisation (`COMPILE_FAST`, also passed to the launch.py subprocesses), which changes
-neither the programs nor their float semantics, and each worker keeps XLA's persistent cache in
-its pytest temp folder from the first test on (where train.run would put it), so programs
-compiled again by later tests are loaded."""
+The suite is dominated by XLA compiling tiny networks: tests compile without LLVM optimisation and
+with XLA:CPU's older loop emitters instead of its fusion emitters (`COMPILE_FAST`, also passed to
+the launch.py subprocesses; together they halve the compile time of a tiny train step), which
+changes neither the programs nor their float semantics. The tiny configs use XLA's convolution
+(`model.conv_impl=xla`), which compiles faster than the im2col path that `auto` picks on CPU;
+test_resnet.py checks that the two agree. XLA's persistent cache is one folder for the whole
+session (`persistent_compilation_cache`), so a program compiled again by a later test, in either
+worker or in a launch.py subprocess, is loaded."""
 import os
 
 import pytest
 
-COMPILE_FAST = "--xla_backend_optimization_level=0"
+COMPILE_FAST = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {COMPILE_FAST}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 @pytest.fixture(scope="session", autouse=True)
-def persistent_compilation_cache(tmp_path_factory):
+def persistent_compilation_cache(tmp_path_factory, worker_id):
+    """One XLA cache for the whole session: both xdist workers and every launch.py subprocess
+    (which inherit JAX_COMPILATION_CACHE_DIR), so a program is compiled once per suite run."""
     from effssl_jax import compile as compile_lib
-    compile_lib.enable_persistent_cache(str(tmp_path_factory.getbasetemp() / "run"))
+    root = tmp_path_factory.getbasetemp()
+    shared = root.parent if worker_id != "master" else root  # xdist: pytest-N/popen-gwK
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(shared / ".jax_cache")
+    compile_lib.enable_persistent_cache(str(root / "run"))

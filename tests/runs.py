@@ -12,6 +12,7 @@ def tiny_run_config(recipe: str, epochs: int = 2):
     c.dataset, c.synthetic_train_size, c.synthetic_test_size = "synthetic", 64, 32
     c.batch_size, c.epochs = 16, epochs
     c.model.arch, c.model.width, c.model.cifar_stem = "resnet18", 8, True
+    c.model.conv_impl = "xla"  # compiles faster (conftest.py)
     c.progressive.r_max, c.progressive.r_min, c.progressive.bucket_step = 16, 8, 8
     c.optim.warmup_epochs = min(c.optim.warmup_epochs, 1)
     c.hard_augment.num_views, c.hard_augment.r_sel = 3, 8

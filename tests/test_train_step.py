@@ -166,13 +166,18 @@ def test_prefetched_steps_trace_in_the_callers_thread_and_keep_hard_augments_sha
     first.close()
 
 
-def test_xlas_persistent_cache_is_capped(tmp_path):
+def test_xlas_persistent_cache_is_capped(tmp_path, monkeypatch):
     """compile.enable_persistent_cache bounds XLA's cache: JAX then keeps an access time next to
     each entry and evicts the least recently used ones beyond XLA_CACHE_BYTES."""
     suites_cache = jax.config.jax_compilation_cache_dir
     # JAX opens its cache once per process: a fresh one, whichever tests ran before in this worker.
     compilation_cache.reset_cache()
     try:
+        with monkeypatch.context() as m:  # JAX's own variable wins over the workdir's folder
+            m.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "elsewhere"))
+            compile_lib.enable_persistent_cache(str(tmp_path / "run"))
+            assert jax.config.jax_compilation_cache_dir == str(tmp_path / "elsewhere")
+        monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
         compile_lib.enable_persistent_cache(str(tmp_path / "run"))
         assert jax.config.jax_compilation_cache_max_size == compile_lib.XLA_CACHE_BYTES
         jax.jit(lambda x: x * 3.0 + 1.0).lower(jnp.ones(7)).compile()
