@@ -5,32 +5,82 @@ iterator; the run record (run_record.py, saved as JSON beside the state under th
 also carries the data iterator's own state (grain's iterator state, the next step and the order's
 fingerprint, checked on restore; identical on every host, since each host's position is the step)
 and what the summary accumulates (FLOPs, clocks).
+
+Faults are user errors with one line (errors.CheckpointError): a write that fails (a read-only or
+full disk) ends the run at that save instead of leaving orbax's background thread to fail later;
+a checkpoint that cannot be read is skipped for the newest one that can (`restore_newest`), and
+moved aside so that the resumed run can write that step again.
 """
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from effssl_jax.errors import CheckpointError
 from effssl_jax.run_record import RunRecord
 
+DAMAGED = "checkpoints_damaged"  # WORKDIR/checkpoints_damaged/<step>: set aside, never deleted
+
+
+def _cause(e: BaseException) -> str:
+    """An exception on one line: its type and the first line of its message."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
+
 
 class Checkpointer:
-    def __init__(self, workdir: str, keep: int = 2):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    def __init__(self, workdir: str, keep: int = 2, create: bool = True):
+        """create=False (evaluate, export): the directory must exist; nothing is created."""
+        self.workdir = os.path.abspath(workdir)
+        self.directory = os.path.join(self.workdir, "checkpoints")
+        self._saving: int | None = None  # the step of the last save started
+        if not create and not os.path.isdir(self.directory):
+            raise CheckpointError(f"no checkpoint in {self.directory}; train the run first "
+                                  "(checkpoints are written every --config.checkpoint_every_steps)")
         self._manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create))
 
     @property
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
     def save(self, step: int, state, record: RunRecord) -> None:
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(record.to_dict())),
-            force=True)
+        """Starts an asynchronous save; an earlier one that failed, or this one failing to start,
+        raises CheckpointError."""
+        self.wait()  # orbax waits for the previous save anyway; here its failure names its step
+        try:
+            self._saving = step
+            self._manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(record.to_dict())),
+                force=True)
+        except Exception as e:  # noqa: BLE001 - any failure to write is the same fault
+            raise self._write_error(step, e) from e
+
+    def check(self) -> None:
+        """Raises CheckpointError if the last asynchronous save has failed (non-blocking)."""
+        try:
+            self._manager.check_for_errors()
+        except Exception as e:  # noqa: BLE001
+            raise self._write_error(self._saving, e) from e
+
+    def wait(self) -> None:
+        """Blocks until the last save is on disk; a failed one raises CheckpointError."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001
+            raise self._write_error(self._saving, e) from e
+        self.check()
+
+    def _write_error(self, step, e: BaseException) -> CheckpointError:
+        return CheckpointError(
+            f"could not write a checkpoint (step {step}) to {self.directory}: {_cause(e)}; make "
+            "it writable (permissions, free space) and rerun: the run resumes from its last "
+            "checkpoint")
 
     def restore(self, abstract_state, step: int | None = None) -> tuple[object, RunRecord]:
         """Returns (state, run record) of `step` (default: latest). abstract_state: a pytree of
@@ -47,8 +97,47 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
         return restored["state"], RunRecord.from_dict(dict(restored["meta"]))
 
-    def wait(self) -> None:
-        self._manager.wait_until_finished()
+    def restore_newest(self, abstract_state) -> tuple[object, RunRecord]:
+        """The newest checkpoint that restores cleanly. Newer ones that fail (a truncated or
+        deleted file: a crash mid-write, a damaged disk) are named in a warning and, once an older
+        one has restored (so the failure is theirs, not the config's), moved to
+        WORKDIR/checkpoints_damaged/. If none restores, CheckpointError lists every failure."""
+        failures = []
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                restored = self.restore(abstract_state, step)
+            except CheckpointError:
+                raise
+            except Exception as e:  # noqa: BLE001 - whatever a damaged file raises
+                failures.append((step, _cause(e)))
+                message = f"warning: checkpoint {step} cannot be restored ({_cause(e)}); trying " \
+                          "the one before"
+                logging.warning(message)
+                if jax.process_index() == 0:
+                    print(message, flush=True)
+                continue
+            self._set_aside([s for s, _ in failures])
+            return restored
+        raise CheckpointError(
+            f"no checkpoint in {self.directory} can be restored: "
+            + "; ".join(f"step {s}: {why}" for s, why in failures)
+            + ". If the config changed since they were written, rerun with the saved one "
+              "(WORKDIR/config.json); else start a new --workdir")
+
+    def _set_aside(self, steps: list[int]) -> None:
+        if not steps:
+            return
+        if jax.process_index() == 0:
+            for step in steps:
+                target = os.path.join(self.workdir, DAMAGED, str(step))
+                shutil.rmtree(target, ignore_errors=True)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.replace(os.path.join(self.directory, str(step)), target)
+            print(f"moved damaged checkpoint(s) {', '.join(map(str, steps))} to "
+                  f"{os.path.join(self.workdir, DAMAGED)}", flush=True)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("effssl_jax: damaged checkpoints set aside")
+        self._manager.reload()
 
     def close(self) -> None:
         self._manager.close()

@@ -6,6 +6,7 @@ an override such as `--config.batch_size=256` cannot leave them stale.
 """
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import json
 import os
@@ -22,6 +23,7 @@ SCHEDULES = ("cosine", "warmup_cosine", "one_cycle", "f1clr", "constant", "expon
 RESOLUTION_SCHEDULES = ("fixed", "progressive", "super_progressive")
 DTYPES = ("auto", "float32", "bfloat16")
 DATA_LOADERS = ("auto", "memory", "grain")
+ON_NONFINITE = ("stop", "skip")
 WARMUP_SCHEDULES = ("f1clr", "warmup_cosine")  # the schedules that read optim.warmup_epochs
 
 
@@ -84,6 +86,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim.decay_bn_and_bias = False
     c.optim.clip_grad_norm = 0.0  # > 0: clip the gradient's global norm (DINO's 3.0); 0: off
     c.optim.lr_range = (1e-4, 10.0)  # lr_range_test mode: exponential from..to
+    # A step whose loss, gradients or new state are not finite, or whose update is larger than
+    # max_update_ratio x the weights (step.is_healthy): 'stop' the run (nothing after the last
+    # checkpoint is kept), or 'skip' its update (as optax.apply_if_finite) and stop only after
+    # max_skipped_in_a_row of them in a row.
+    c.optim.on_nonfinite = "stop"
+    c.optim.max_skipped_in_a_row = 10
+    c.optim.max_update_ratio = 100.0
 
     c.progressive = ml_collections.ConfigDict()
     c.progressive.schedule = "fixed"
@@ -114,6 +123,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.log_every_steps = 10
     c.checkpoint_every_steps = 500
+    c.checkpoint_every_minutes = 0.0  # also save when this much time has passed; 0: off
     c.keep_checkpoints = 2
     c.progress_bar = True
     c.compare_to = ""  # a baseline run's workdir: summary.json gets speedup_vs
@@ -167,6 +177,15 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
         _fail("need 0 <= optim.momentum_low <= optim.momentum_high < 1")
     if c.optim.clip_grad_norm < 0:
         _fail(f"optim.clip_grad_norm={c.optim.clip_grad_norm} must be >= 0 (0: no clipping)")
+    if c.optim.on_nonfinite not in ON_NONFINITE:
+        _fail(f"optim.on_nonfinite={c.optim.on_nonfinite!r} is unknown; valid: "
+              f"{', '.join(ON_NONFINITE)}")
+    if c.optim.max_skipped_in_a_row < 1:
+        _fail(f"optim.max_skipped_in_a_row={c.optim.max_skipped_in_a_row} must be >= 1")
+    if c.optim.max_update_ratio <= 0:
+        _fail(f"optim.max_update_ratio={c.optim.max_update_ratio} must be positive")
+    if c.checkpoint_every_minutes < 0:
+        _fail(f"checkpoint_every_minutes={c.checkpoint_every_minutes} must be >= 0 (0: off)")
     if c.optim.lr <= 0:
         _fail(f"optim.lr={c.optim.lr} must be positive")
     p = c.progressive
@@ -199,6 +218,47 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
         if c[key] < 1:
             _fail(f"{key}={c[key]} must be >= 1; set --config.{key} to a positive number of "
                   + ("checkpoints to keep" if key == "keep_checkpoints" else "steps"))
+
+
+# What a resumed run may not change: these set the state's shapes or the data order, so the
+# checkpoint and the examples already seen would belong to another run. fnmatch patterns over
+# dotted keys; {method} is the run's method. Everything else (the lr and its schedule, epochs,
+# evaluation, logging, checkpoint cadences, augmentation, resolution plan) may change.
+RESUME_FIXED = ("method", "seed", "batch_size", "dataset", "synthetic_train_size", "model.*",
+                "{method}.proj_*", "{method}.pred_hidden", "{method}.queue_size",
+                "{method}.bottleneck_dim", "{method}.num_prototypes", "{method}.norm_last_layer")
+
+
+def _flat(config: ml_collections.ConfigDict) -> dict:
+    """{'optim.lr': 0.1, ...} with JSON values (tuples as lists), as config.json holds them."""
+    def walk(d, prefix=""):
+        for key, value in d.items():
+            if isinstance(value, dict):
+                yield from walk(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+    return dict(walk(json.loads(config.to_json_best_effort())))
+
+
+def resume_changes(workdir: str, config: ml_collections.ConfigDict) -> dict:
+    """{key: (saved value, new value)} for the keys in which `config` differs from the run saved in
+    WORKDIR/config.json ({} if there is none). Raises ConfigError naming the keys that a resumed
+    run may not change (RESUME_FIXED, and turning gradient clipping on or off, which changes the
+    optimizer state)."""
+    if not os.path.exists(os.path.join(workdir, "config.json")):
+        return {}
+    old, new = _flat(from_workdir(workdir)), _flat(config)
+    changes = {k: (old.get(k), new[k]) for k in new if old.get(k) != new[k]}
+    fixed = [p.format(method=config.method) for p in RESUME_FIXED]
+    refused = [k for k in changes if any(fnmatch.fnmatchcase(k, p) for p in fixed)]
+    if "optim.clip_grad_norm" in changes and (changes["optim.clip_grad_norm"][0] > 0) != (
+            config.optim.clip_grad_norm > 0):
+        refused.append("optim.clip_grad_norm")
+    if refused:
+        _fail(f"{workdir} holds a run whose {', '.join(f'{k}={changes[k][0]!r}' for k in refused)}"
+              f" cannot change on resume (they set the state's shapes or the data order; asked: "
+              f"{', '.join(f'{k}={changes[k][1]!r}' for k in refused)}); use a new --workdir")
+    return changes
 
 
 def from_recipe(path_and_arg: str) -> ml_collections.ConfigDict:

@@ -69,7 +69,9 @@ class Experiment:
         """The static description of the compiled train step at `resolution`."""
         return StepSpec(resolution, self.plan.num_views,
                         self.plan.selection_resolution(resolution), host_size, self.local_batch,
-                        self.config.hard_augment.extra_targets)
+                        self.config.hard_augment.extra_targets,
+                        self.config.optim.on_nonfinite == "skip",
+                        self.config.optim.max_update_ratio)
 
     def step_fn(self, spec: StepSpec) -> Callable:
         return make_step_fn(self.method, self.tx, spec, self.dtype)
@@ -99,7 +101,7 @@ def restore(workdir: str, step: int | None = None, num_train: int | None = None)
     latest), with the config the run was trained with."""
     config = config_schema.from_workdir(workdir)
     exp = build(config, num_train or config.batch_size)
-    ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
+    ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints, create=False)
     try:
         state, _ = ckpt.restore(exp.abstract_state, step)
     finally:

@@ -40,7 +40,7 @@ class DivergenceStop:
 
     def __call__(self, record: dict) -> bool:
         loss = record["loss"]
-        if not (np.isfinite(loss) and record.get("finite", 1.0) == 1.0):
+        if not (np.isfinite(loss) and record.get("healthy", 1.0) == 1.0):
             return True
         self.losses.append(loss)
         s = smooth(self.losses)

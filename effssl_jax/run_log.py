@@ -26,13 +26,13 @@ def _jsonable(value):
 class MetricsLog:
     """Appends one JSON object per line to WORKDIR/metrics.jsonl. On resume from step s, lines of
     later steps (written after the checkpoint by a run that died) are dropped first, so the file
-    reads as one uninterrupted run."""
+    reads as one uninterrupted run; a run starting from step 0 starts the file afresh."""
 
     def __init__(self, workdir: str, resume_step: int = 0):
         self.path = os.path.join(workdir, "metrics.jsonl")
         if os.path.exists(self.path):
             kept = [line.rstrip("\n") + "\n" for line, record in self._records(self.path)
-                    if record.get("step", 0) <= resume_step]
+                    if resume_step and record.get("step", 0) <= resume_step]
             with open(self.path, "w") as f:
                 f.writelines(kept)
         self._file = open(self.path, "a")
@@ -126,13 +126,17 @@ class PendingMetrics:
 class RunLog:
     """Everything the loop reports: metrics of recent steps kept on the device and fetched at the
     log cadence (`add`, `flush`), metrics.jsonl and the progress bar (process 0 only), the kNN
-    lines, the finiteness check and the caller's early `stop`."""
+    lines, the finiteness check (optim.on_nonfinite) and the caller's early `stop`."""
 
     def __init__(self, workdir: str, start: int, total_steps: int, config, stop=None,
                  main_process: bool = True):
         self._metrics = MetricsLog(workdir, resume_step=start) if main_process else None
         self._pending = PendingMetrics()
         self._stop, self._main = stop, main_process
+        self._skip = config.optim.on_nonfinite == "skip"
+        self._max_skipped = config.optim.max_skipped_in_a_row
+        self._max_update_ratio = config.optim.max_update_ratio
+        self.skipped_in_a_row = 0
         self._bar_args = (total_steps, start, bool(config.progress_bar) and main_process)
         self._bar = None
         self.last_checkpoint: int | None = start or None
@@ -161,8 +165,14 @@ class RunLog:
         for record in records:
             if self._stop is not None and self._stop(record):
                 return True
-            if not (math.isfinite(record["loss"]) and record.get("finite", 1.0) == 1.0):
+            if record.get("healthy", 1.0) == 1.0:
+                self.skipped_in_a_row = 0
+            elif not self._skip:
                 raise DivergenceError(self._divergence(record))
+            else:  # the step kept its state (step.py); the record says so
+                self.skipped_in_a_row += 1
+                if self.skipped_in_a_row >= self._max_skipped:
+                    raise DivergenceError(self._divergence(record))
             self._write(record)
         if records:
             last = records[-1]
@@ -171,10 +181,19 @@ class RunLog:
         return False
 
     def _divergence(self, record: dict) -> str:
-        what = (f"the loss is {record['loss']}" if not math.isfinite(record["loss"]) else
-                "the weights, batch-norm statistics or gradients are not finite")
+        ratio, limit = record.get("update_ratio", 0.0), self._max_update_ratio
+        if not math.isfinite(record["loss"]):
+            what = f"the loss is {record['loss']}"
+        elif math.isfinite(ratio) and ratio > limit:
+            what = (f"the update was {ratio:.3g}x the weights (more than "
+                    f"--config.optim.max_update_ratio={limit:g})")
+        else:
+            what = ("the weights, batch-norm statistics or gradients are not finite (or their "
+                    "norms overflow)")
         saved = ("no checkpoint was written" if self.last_checkpoint is None else
                  f"the last checkpoint, step {self.last_checkpoint}, is finite")
+        if self._skip:
+            what += f" ({self.skipped_in_a_row} updates in a row skipped)"
         return (f"training diverged at step {record['step']}: {what}; {saved}. Lower "
                 "--config.optim.lr (or clip with --config.optim.clip_grad_norm) and rerun: it "
                 "resumes from the last checkpoint")
@@ -189,7 +208,12 @@ class RunLog:
                 print(f"kNN top-1 at initialisation: {100 * record.knn_top1:.2f}%", flush=True)
             return
         self._write({**entry, "wall_clock_s": record.wall_clock_s})
-        self.bar.write(f"epoch {plan.epoch(step):g}: kNN top-1 {100 * record.knn_top1:.2f}%")
+        if self._main:
+            self.bar.write(f"epoch {plan.epoch(step):g}: kNN top-1 {100 * record.knn_top1:.2f}%")
+
+    def note(self, entry: dict) -> None:
+        """A record of an event (e.g. the config changed on resume) in metrics.jsonl."""
+        self._write(entry)
 
     def _write(self, entry: dict) -> None:
         if self._metrics is not None:

@@ -57,6 +57,8 @@ class StepSpec:
     host_size: int
     local_batch: int
     extra_targets: bool = False  # Table 9: unselected low-res views as extra targets
+    skip_nonfinite: bool = False  # optim.on_nonfinite='skip': an unhealthy update is dropped
+    max_update_ratio: float = 100.0  # an update larger than this x the weights is divergence
 
 
 def apply_train(net, params, batch_stats, x):
@@ -71,6 +73,18 @@ def all_finite(tree) -> jax.Array:
     leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)
               if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.stack(leaves).all() if leaves else jnp.array(True)
+
+
+def is_healthy(tree, grad_norm, param_norm, update_ratio, max_update_ratio: float) -> jax.Array:
+    """Whether a step may go on (and its state reach a checkpoint): the loss, gradients and new
+    state `tree` are finite, and the step did not explode. An update larger than
+    `max_update_ratio` (100) x the weights is an explosion, not learning: early steps may move the
+    weights by a few times their norm (DINO's weight-normalised last layer), lr 1e6 moves them by
+    ~1e5x. Without this test a run at lr 1e6 saves states that are finite but huge (through weight
+    decay, |w| grows ~lr x wd per step), whose next forward overflows at any lr. The norms overflow
+    float32 (|x| > ~1e19) before the leaves do, so they are tested too."""
+    return (all_finite((tree, grad_norm, param_norm, update_ratio))
+            & (update_ratio <= max_update_ratio))
 
 
 def _target_outputs(method, state, views):
@@ -143,15 +157,21 @@ def make_step_fn(method, tx, spec: StepSpec, dtype):
             metrics["ema_tau"] = tau
         method_state = method.update_state(state.method_state, out_a, out_b, ta, tb, step)
         hyper = opt_state.hyperparams
+        grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
+        update_ratio = optax.tree.norm(updates) / jnp.maximum(optax.tree.norm(state.params), 1e-12)
         metrics.update(loss=loss, lr=hyper["learning_rate"], momentum=hyper["momentum"],
-                       grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params))
+                       grad_norm=grad_norm, param_norm=param_norm, update_ratio=update_ratio)
         new_state = state.replace(step=step + 1, params=params, batch_stats=batch_stats,
                                   opt_state=opt_state, target_params=target_params,
                                   target_batch_stats=target_stats, method_state=method_state)
-        # Checked on the host before every checkpoint, so a diverged state is never saved.
-        metrics["finite"] = all_finite((loss, grads, new_state.params, new_state.batch_stats,
-                                        new_state.target_params, new_state.target_batch_stats,
-                                        new_state.method_state))
+        healthy = is_healthy((loss, grads, new_state.params, new_state.batch_stats,
+                              new_state.target_params, new_state.target_batch_stats,
+                              new_state.method_state), grad_norm, param_norm, update_ratio,
+                             spec.max_update_ratio)
+        metrics["healthy"] = healthy  # checked before every checkpoint: see is_healthy
+        if spec.skip_nonfinite:  # as optax.apply_if_finite: keep the state, go on to the next batch
+            skipped = state.replace(step=step + 1)
+            return jax.lax.cond(healthy, lambda: new_state, lambda: skipped), metrics
         return new_state, metrics
 
     return step_fn

@@ -9,16 +9,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
+import time
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from effssl_jax import checkpoint, config_schema, experiment, run_log, run_record, workdir_lock
+from effssl_jax import (
+    checkpoint,
+    config_schema,
+    experiment,
+    preemption,
+    run_log,
+    run_record,
+    workdir_lock,
+)
 from effssl_jax import plan as plan_lib
 from effssl_jax.compile import enable_persistent_cache
 from effssl_jax.data import decode, pipeline
+from effssl_jax.errors import ConfigError
 from effssl_jax.evaluate.online import OnlineKnn
 from effssl_jax.step import data_mesh
 
@@ -61,17 +73,38 @@ def _summary_line(summary: dict) -> str:
 
 
 def _prepare(config, workdir: str):
-    """Opens the run's (validated) data and builds its experiment; prints the plan."""
+    """Opens the run's (validated) data and builds its experiment; prints the plan. config.json is
+    written once both have worked (a run refused for its data leaves no config behind)."""
     mesh = data_mesh()
     enable_persistent_cache(workdir)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
     train_data, bank, eval_split = pipeline.open_run_data(config, experiment.sizes(config)[1])
     exp = experiment.build(config, len(train_data), mesh)
-    logging.info("plan:\n%s", exp.plan.describe())
+    described = exp.plan.describe()
     if jax.process_index() == 0:
-        print(exp.plan.describe(), flush=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+        print(described, flush=True)
+    logging.info("plan:\n%s", described)
     return exp, train_data, bank, eval_split
+
+
+def _resume_changes(config, workdir: str, ckpt) -> dict:
+    """The config keys changed since the checkpointed run (refused if they cannot change); printed
+    and, by the caller, logged. {} when starting from scratch."""
+    if ckpt.latest_step is None:
+        return {}
+    changes = config_schema.resume_changes(workdir, config)
+    if changes and jax.process_index() == 0:
+        print("resuming with a changed config: " + ", ".join(
+            f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()), flush=True)
+    return changes
+
+
+def _agreed(flag: bool) -> bool:
+    """Process 0's `flag` on every process (a cadence that must be the same everywhere)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
 def _write_summary(workdir: str, exp, record, steps, step: int) -> dict:
@@ -89,9 +122,14 @@ def _write_summary(workdir: str, exp, record, steps, step: int) -> dict:
 def run(config, workdir: str, stop=None) -> dict:
     """Trains (resuming from WORKDIR/checkpoints if present); returns the summary dict. Holds
     WORKDIR/.lock throughout (one run per workdir); a run that has finished is not run again.
+    SIGTERM/SIGINT save a checkpoint and raise preemption.Preempted (preemption.py).
     stop: optional callable(metrics record) -> bool that ends the run early (LR range test)."""
     config_schema.validate(config, num_devices=data_mesh().devices.size)
-    os.makedirs(workdir, exist_ok=True)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot use --workdir {workdir}: {e.strerror or e}; give a directory "
+                          "that can be created and written") from e
     with workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
         if stop is None and (summary := _finished(config, workdir)) is not None:
             if jax.process_index() == 0:
@@ -102,13 +140,15 @@ def run(config, workdir: str, stop=None) -> dict:
 
 def _train(config, workdir: str, stop=None) -> dict:
     """The body of `run`, with the workdir locked."""
+    ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
+    changes = _resume_changes(config, workdir, ckpt)
     exp, train_data, bank, eval_split = _prepare(config, workdir)
     plan, main_process = exp.plan, jax.process_index() == 0
-    ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
     record = run_record.RunRecord()
     if ckpt.latest_step is not None:
-        state, record = ckpt.restore(exp.abstract_state)
-        print(f"resumed from {ckpt.directory} at step {int(state.step)}", flush=True)
+        state, record = ckpt.restore_newest(exp.abstract_state)
+        if main_process:
+            print(f"resumed from {ckpt.directory} at step {int(state.step)}", flush=True)
     else:
         state = exp.init(jax.random.key(config.seed))
     start = int(state.step)
@@ -120,6 +160,8 @@ def _train(config, workdir: str, stop=None) -> dict:
         steps.prefetch(spec_at(start))  # XLA compiles it while the kNN monitor compiles and runs
     knn = OnlineKnn(exp, bank, eval_split, experiment.sizes(config)[0])
     log = run_log.RunLog(workdir, start, plan.total_steps, config, stop, main_process)
+    if changes:
+        log.note({"step": start, "config_change": {k: list(v) for k, v in changes.items()}})
     if start == 0 and config.eval.at_init:
         record.knn_top1_init = record.knn_top1 = knn(state)
         record.eval_flops += knn.flops
@@ -127,6 +169,7 @@ def _train(config, workdir: str, stop=None) -> dict:
     clock = run_record.Stopwatch(record)  # from here on: the initial kNN is not training time
     loader.restore(start, record.data_iterator)
     batches = NamedSharding(exp.mesh, P("data"))
+    saved_at = time.monotonic()
 
     @contextlib.contextmanager
     def outside_training(clock_field: str):
@@ -134,7 +177,14 @@ def _train(config, workdir: str, stop=None) -> dict:
         with log.paused(), clock.excluded(clock_field):
             yield
 
-    try:
+    def checkpoint_due(done: int) -> bool:
+        if _every(config.checkpoint_every_steps, done, plan.total_steps):
+            return True
+        minutes = config.checkpoint_every_minutes  # decided at the log cadence, by process 0
+        return minutes > 0 and _every(config.log_every_steps, done, plan.total_steps) and _agreed(
+            time.monotonic() - saved_at >= 60 * minutes)
+
+    with preemption.StopSignals() as signals, _closing(steps, loader, log, ckpt):
         for step, local_images in loader:
             spec, magnitude, done = spec_at(step), plan.magnitude(step), step + 1
             with outside_training("compile_s"):
@@ -145,8 +195,10 @@ def _train(config, workdir: str, stop=None) -> dict:
                 steps.prefetch(spec_at(next_bucket))  # compiled while this bucket trains
             record.add_step(spec.resolution, steps.flops[spec], steps.selection_flops[spec])
             log.add(done, plan, spec.resolution, magnitude, metrics, config.batch_size)
-            if _every(config.log_every_steps, done, plan.total_steps) and log.flush():
-                break
+            if _every(config.log_every_steps, done, plan.total_steps):
+                ckpt.check()  # a failed write ends the run now, not at the next save
+                if log.flush():
+                    break
             if _every(_eval_every(config, plan), done, plan.total_steps):
                 with outside_training("eval_s"):
                     if log.flush():
@@ -155,20 +207,33 @@ def _train(config, workdir: str, stop=None) -> dict:
                 record.eval_flops += knn.flops
                 clock.tick()
                 log.knn(done, plan, record)
-            if _every(config.checkpoint_every_steps, done, plan.total_steps):
+            preempted = signals.requested(done)
+            if preempted or checkpoint_due(done):
                 with outside_training("checkpoint_s"):
-                    if log.flush():
+                    if log.flush():  # raises on divergence: a diverged state is never saved
                         break
                     clock.tick()
                     record.data_iterator = loader.state()
                     ckpt.save(done, state, record)
-                    log.last_checkpoint = done
-    finally:
-        steps.close()
-        loader.close()
-        log.close()
-        ckpt.wait()
+                    log.last_checkpoint, saved_at = done, time.monotonic()
+                if preempted:
+                    ckpt.wait()
+                    raise preemption.Preempted(done, signals.signame)
     clock.tick()
     summary = _write_summary(workdir, exp, record, steps, int(state.step))
     ckpt.close()
     return summary
+
+
+@contextlib.contextmanager
+def _closing(steps, loader, log, ckpt):
+    """Stops the compile threads, the loader and the log however the loop ends, and waits for the
+    last checkpoint write; if the loop failed, that failure is the one raised."""
+    try:
+        yield
+    finally:
+        steps.close()
+        loader.close()
+        log.close()
+        with contextlib.suppress(Exception) if sys.exc_info()[1] else contextlib.nullcontext():
+            ckpt.wait()

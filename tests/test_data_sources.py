@@ -103,7 +103,7 @@ def real_jpegs():
 
 @pytest.fixture
 def image_tree(tmp_path, real_jpegs):
-    """root/{cats,dogs}/: 6 real JPEGs, 4 odd-mode images, 3 broken files."""
+    """root/{cats,dogs}/: 6 real JPEGs, 5 odd-mode images (one a GIF), 3 broken files."""
     a, b = real_jpegs
     root = tmp_path / "root"
     (root / "cats").mkdir(parents=True)
@@ -117,6 +117,7 @@ def image_tree(tmp_path, real_jpegs):
     _save(rgb.convert("CMYK"), root / "cats" / "cmyk.jpg", format="JPEG")
     pal = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
     _save(pal, root / "dogs" / "palette.png", format="PNG", transparency=0)
+    _save(pal, root / "dogs" / "palette.gif", format="GIF")
     rgba = rgb.convert("RGBA")
     rgba.putalpha(128)
     _save(rgba, root / "dogs" / "rgba.png", format="PNG")
@@ -138,10 +139,11 @@ def test_scan_folder_layout(image_tree):
     root, _ = image_tree
     paths, labels, names = scan_folder(str(root))
     assert names == ["cats", "dogs"]
-    assert len(paths) == 13 and paths == sorted(paths)
+    assert len(paths) == 14 and paths == sorted(paths)
     assert not any(p.endswith(".txt") for p in paths)
+    assert str(root / "dogs" / "palette.gif") in paths
     assert labels.dtype == np.int32
-    assert labels.tolist() == [0] * 7 + [1] * 6
+    assert labels.tolist() == [0] * 7 + [1] * 7
     assert scan_folder(str(root))[0] == paths  # deterministic
 
 
@@ -150,9 +152,9 @@ def test_load_folder_arrays_skips_exactly_the_bad_files(image_tree):
     images, labels, names, skipped = load_folder_arrays(str(root), 32, num_workers=2,
                                                         progress=False)
     assert set(skipped) == bad and len(skipped) == 3
-    assert images.shape == (10, 32, 32, 3) and images.dtype == np.uint8
+    assert images.shape == (11, 32, 32, 3) and images.dtype == np.uint8
     assert names == ["cats", "dogs"]
-    assert labels.tolist() == [0] * 5 + [1] * 5  # cats: 3 real + gray + cmyk
+    assert labels.tolist() == [0] * 5 + [1] * 6  # cats: 3 real + gray + cmyk
     good = [p for p in scan_folder(str(root))[0] if p not in bad]
     for img, path in zip(images, good):
         np.testing.assert_array_equal(img, decode_image(path, 32))
@@ -230,3 +232,12 @@ def test_unlabeled_flat_folder(tmp_path, real_jpegs):
     images, labels, names, skipped = load_folder_arrays(str(tmp_path), 40, progress=False)
     assert images.shape == (3, 40, 40, 3) and skipped == [] and names == []
     assert labels.dtype == np.int32 and labels.tolist() == [-1, -1, -1]
+
+
+def test_tfds_without_its_data_directory_names_every_way_out(tmp_path):
+    from effssl_jax.data import sources
+    with pytest.raises(DataError) as e:
+        sources._tfds_builder("imagenette", str(tmp_path / "nowhere"))
+    message = str(e.value)
+    assert "nowhere does not exist" in message and "tfds build imagenette" in message
+    assert "--config.dataset=folder:PATH" in message and "--config.dataset=synthetic" in message

@@ -4,6 +4,7 @@ config key, rerunning a finished run, and divergence."""
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -248,27 +249,252 @@ def test_summary_without_the_last_checkpoint_is_not_finished(tmp_path):
     assert train._finished(config, wd) is None
 
 
-# --- Divergence: a non-finite state never reaches a checkpoint ---------------------------------
+# --- Divergence: an unhealthy state never reaches a checkpoint ---------------------------------
 
-def test_divergence_never_reaches_a_checkpoint_and_a_rerun_resumes_from_a_finite_one(
-        tmp_path, capsys):
+def _diverging_config(**optim):
     config = tiny_config()
-    config.synthetic_train_size, config.synthetic_test_size = 64, 32
+    config.synthetic_train_size, config.synthetic_test_size = 64, 32  # 4 steps/epoch, 8 steps
     config.eval.update(every_epochs=0, at_init=False)
     config.log_every_steps, config.checkpoint_every_steps, config.progress_bar = 1, 1, False
-    config.optim.lr = 1e6
-    with pytest.raises(DivergenceError, match=r"diverged at step (\d+).*Lower --config.optim.lr"):
-        train.run(config, str(tmp_path))
-    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-    assert saved, "the run diverged before its first checkpoint: nothing is tested"
-    for step in saved:  # every checkpoint written is finite
-        _, state, _ = experiment.restore(str(tmp_path), step)
+    config.optim.update(optim)
+    return config
+
+
+def _assert_every_checkpoint_finite(workdir) -> list[int]:
+    saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    for step in saved:
+        _, state, _ = experiment.restore(str(workdir), step)
         arrays = jax.device_get((state.params, state.batch_stats, state.opt_state))
         assert all(np.isfinite(x).all() for x in jax.tree.leaves(arrays)), step
+    return saved
+
+
+def test_lr_1e6_stops_before_any_checkpoint_and_a_rerun_at_lr_0_1_finishes(tmp_path, capsys):
+    """At lr 1e6 the first update is ~1e5 x the weights; the states it leads to stay finite for
+    several steps but overflow at any lr (weight decay multiplies |w| by ~lr x wd per step), so the
+    guard stops at step 1 and nothing is saved."""
+    with pytest.raises(DivergenceError, match=r"diverged at step 1: the update was .*x the "
+                       r"weights .*no checkpoint was written"):
+        train.run(_diverging_config(lr=1e6), str(tmp_path))
+    assert _assert_every_checkpoint_finite(tmp_path) == []
+    summary = train.run(_diverging_config(lr=0.1), str(tmp_path))  # the message's advice
+    assert summary["steps"] == 8 and "resumed from" not in capsys.readouterr().out
+
+
+def test_divergence_mid_run_saves_only_healthy_states_and_the_rerun_resumes_and_finishes(
+        tmp_path, capsys):
+    """The LR range test's ramp, 0.01 -> 1e6 over 8 steps: the first steps are healthy and saved;
+    the run stops at the first update larger than the weights. The rerun with a sane schedule
+    resumes from the last healthy checkpoint, says what changed, and finishes."""
+    with pytest.raises(DivergenceError, match=r"diverged at step (\d+)") as e:
+        train.run(_diverging_config(schedule="exponential", lr_range=(0.01, 1e6)), str(tmp_path))
+    diverged = int(re.search(r"diverged at step (\d+)", str(e.value)).group(1))
+    saved = _assert_every_checkpoint_finite(tmp_path)
+    assert saved and saved[-1] == diverged - 1, (saved, diverged)
+    assert f"the last checkpoint, step {diverged - 1}, is finite" in str(e.value)
     capsys.readouterr()
-    config.optim.lr = 0.1  # the message's advice: the rerun starts from the last finite state
-    try:  # lr 1e6 leaves that state finite but huge, so it may diverge again (the same error)
-        train.run(config, str(tmp_path))
-    except DivergenceError:
-        pass
-    assert f"at step {saved[-1]}" in capsys.readouterr().out
+    summary = train.run(_diverging_config(schedule="cosine", lr=0.1), str(tmp_path))
+    out = capsys.readouterr().out
+    assert f"at step {saved[-1]}" in out and summary["steps"] == 8
+    assert "resuming with a changed config: optim.schedule 'exponential' -> 'cosine'" in out
+    notes = [m for m in metrics(tmp_path) if "config_change" in m]
+    assert notes == [{"step": saved[-1], "config_change": {
+        "optim.schedule": ["exponential", "cosine"], "optim.lr_range": [[0.01, 1e6], [1e-4, 10]]}}]
+    losses = [m["loss"] for m in metrics(tmp_path) if "loss" in m]
+    assert len(losses) == 8 and all(np.isfinite(losses))
+
+
+def test_skip_drops_unhealthy_updates_and_stops_after_too_many_in_a_row():
+    from tiny import compiled_step, put_batch, tiny_images
+    config = tiny_config()
+    config.optim.update(lr=1e6, on_nonfinite="skip")
+    state, step, mesh, _ = compiled_step(config, jax.devices()[:1], skip_nonfinite=True)
+    before = jax.device_get((state.step, state.params, state.batch_stats, state.opt_state))
+    new, m = step(state, put_batch(tiny_images(), mesh), np.float32(5.0))  # donates `state`
+    assert float(m["healthy"]) == 0.0 and float(m["update_ratio"]) > 1.0
+    assert int(new.step) == before[0] + 1  # on to the next batch ...
+    same = jax.tree.map(lambda a, b: bool((np.asarray(a) == np.asarray(b)).all()),
+                        jax.device_get((new.params, new.batch_stats, new.opt_state)), before[1:])
+    assert all(jax.tree.leaves(same))  # ... with the state of before
+
+    log = run_log.RunLog("", 0, 100, _skip_config(max_in_a_row=3), main_process=False)
+    for done, healthy in enumerate([0, 0, 1, 0, 0], 1):  # two, then two in a row: go on
+        log.add(done, _Plan(), 16, 5.0, _record(healthy), 16)
+    assert log.flush() is False and log.skipped_in_a_row == 2
+    log.add(6, _Plan(), 16, 5.0, _record(0), 16)
+    with pytest.raises(DivergenceError, match=r"at step 6: .*\(3 updates in a row skipped\)"):
+        log.flush()
+    stop = run_log.RunLog("", 0, 100, config_schema.default_config(), main_process=False)
+    stop.add(1, _Plan(), 16, 5.0, _record(0), 16)
+    with pytest.raises(DivergenceError, match="at step 1"):  # the default: stop at the first
+        stop.flush()
+
+
+class _Plan:
+    def epoch(self, step):
+        return step / 4
+
+
+def _record(healthy):
+    return {"loss": np.float32(1.0), "lr": np.float32(0.1), "healthy": np.float32(healthy),
+            "update_ratio": np.float32(10.0 if not healthy else 0.01)}
+
+
+def _skip_config(max_in_a_row):
+    c = config_schema.default_config()
+    c.progress_bar = False
+    c.optim.update(on_nonfinite="skip", max_skipped_in_a_row=max_in_a_row)
+    return c
+
+
+# --- Resuming with a changed config -----------------------------------------------------------
+
+def _saved_run(tmp_path, **changes):
+    """A workdir holding the default config's config.json, and that config with `changes`."""
+    saved = config_schema.default_config()
+    (tmp_path / "config.json").write_text(saved.to_json_best_effort(indent=2))
+    new = config_schema.default_config()
+    for key, value in changes.items():
+        sub, _, leaf = key.rpartition(".")
+        (new[sub] if sub else new)[leaf] = value
+    return str(tmp_path), new
+
+
+def test_schedule_and_cadence_changes_are_allowed_and_listed(tmp_path):
+    workdir, new = _saved_run(tmp_path, **{"optim.lr": 0.2, "epochs": 900, "eval.every_epochs": 5.0,
+                                           "log_every_steps": 50, "augment.crop_scale": (0.3, 1.0),
+                                           "byol.proj_dim": 128})  # another method's: unused
+    assert config_schema.resume_changes(workdir, new) == {
+        "optim.lr": (0.1, 0.2), "epochs": (800, 900), "eval.every_epochs": (10.0, 5.0),
+        "log_every_steps": (10, 50), "augment.crop_scale": ([0.2, 1.0], [0.3, 1.0]),
+        "byol.proj_dim": (256, 128)}
+    assert config_schema.resume_changes(str(tmp_path / "new"), new) == {}  # nothing saved
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"batch_size": 256}, "batch_size=128"),
+    ({"seed": 1}, "seed=0"),
+    ({"model.width": 32}, "model.width=64"),
+    ({"simsiam.proj_dim": 512, "optim.lr": 0.2}, "simsiam.proj_dim=2048"),
+    ({"optim.clip_grad_norm": 3.0}, "optim.clip_grad_norm=0.0"),
+])
+def test_shape_and_data_order_changes_are_refused_naming_the_keys(tmp_path, changes, named):
+    workdir, new = _saved_run(tmp_path, **changes)
+    with pytest.raises(ConfigError) as e:
+        config_schema.resume_changes(workdir, new)
+    message = str(e.value)
+    assert named in message and "use a new --workdir" in message and "\n" not in message
+    assert "optim.lr" not in message  # allowed keys are not named
+
+
+# --- Small faults: bad workdirs, no checkpoint, restarts, refused runs ------------------------
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    for workdir in ("file", "file/run"):
+        with pytest.raises(ConfigError, match=f"cannot use --workdir .*{workdir}: .*; give a "
+                           "directory that can be created and written"):
+            train.run(tiny_config(), str(tmp_path / workdir))
+
+
+def test_evaluating_a_workdir_without_checkpoints_creates_nothing(tmp_path):
+    (tmp_path / "config.json").write_text(tiny_config().to_json_best_effort())
+    with pytest.raises(UserError, match="no checkpoint in .*train the run first"):
+        experiment.restore(str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_run_starting_from_step_0_starts_metrics_afresh(tmp_path):
+    """A restart from scratch (no checkpoint) must not repeat the step-0 kNN line."""
+    knn0 = '{"step": 0, "knn_top1": 0.1}\n'
+    (tmp_path / "metrics.jsonl").write_text(knn0 + '{"step": 1, "loss": 1}\n')
+    MetricsLog(str(tmp_path), resume_step=0).close()
+    assert (tmp_path / "metrics.jsonl").read_text() == ""
+    (tmp_path / "metrics.jsonl").write_text(knn0 + '{"step": 5, "loss": 1}\n')
+    MetricsLog(str(tmp_path), resume_step=4).close()  # a resume keeps the kNN at step 0
+    assert (tmp_path / "metrics.jsonl").read_text() == knn0
+
+
+def test_a_run_refused_for_its_data_leaves_no_config(tmp_path):
+    config = tiny_config()
+    config.dataset = f"folder:{tmp_path / 'no_such_folder'}"
+    with pytest.raises(UserError, match="no_such_folder"):
+        train.run(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+# --- Checkpoints that cannot be written or read -----------------------------------------------
+
+def _unwritable_checkpoints(workdir):
+    """WORKDIR/checkpoints that nothing can be written into: mode 555, or, for root (who ignores
+    modes), a link to a sysfs directory (where even root cannot create files)."""
+    os.makedirs(workdir)
+    if os.geteuid() != 0:
+        os.makedirs(workdir / "checkpoints", mode=0o555)
+        return
+    if not os.path.isdir("/sys/kernel"):
+        pytest.skip("running as root without /sys: no directory that root cannot write")
+    os.symlink("/sys/kernel", workdir / "checkpoints")
+
+
+def test_a_failed_checkpoint_write_exits_within_30_s_in_one_line(tmp_path):
+    wd = tmp_path / "run"
+    _unwritable_checkpoints(wd)
+    proc = launch(wd, "--config.epochs=1", "--config.checkpoint_every_steps=2",
+                  "--config.eval.every_epochs=0", "--config.eval.at_init=False", wait=False,
+                  capture=True)
+    try:
+        for line in proc.stderr:  # orbax logs the failure; then the library's one line
+            if line.startswith("error:"):
+                failed_at = time.time()
+                break
+        else:
+            raise AssertionError("the run ended without an error line")
+        rc = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.stderr.close()
+    assert time.time() - failed_at < 30 and rc == 2
+    assert "could not write a checkpoint (step 2)" in line and "make it writable" in line
+
+
+def test_a_truncated_newest_checkpoint_is_skipped_and_the_run_continues_exactly(tmp_path, capsys):
+    """An 8-step run stopped after step 5 has checkpoints 2 and 4 (time cadence: every log step,
+    2); truncating 4's files makes the rerun resume from 2, with a warning, and match an
+    uninterrupted run step for step. (The program of the divergence tests' reruns: no compile.)"""
+    def config():
+        c = _diverging_config(lr=0.1)
+        c.log_every_steps, c.checkpoint_every_steps, c.checkpoint_every_minutes = 2, 10**6, 1e-9
+        return c
+
+    train.run(config(), str(tmp_path / "full"))
+    reference = {m["step"]: m["loss"] for m in metrics(tmp_path / "full") if "loss" in m}
+    wd = tmp_path / "run"
+    train.run(config(), str(wd), stop=lambda record: record["step"] > 5)
+    assert sorted(int(p.name) for p in (wd / "checkpoints").iterdir()) == [2, 4]
+    for path in (wd / "checkpoints" / "4" / "state").rglob("d/*"):
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    capsys.readouterr()
+    summary = train.run(config(), str(wd))
+    out = capsys.readouterr().out
+    assert "warning: checkpoint 4 cannot be restored" in out and "at step 2" in out
+    assert (wd / "checkpoints_damaged" / "4").is_dir()  # kept for a look, out of the way
+    assert summary["steps"] == 8
+    assert {m["step"]: m["loss"] for m in metrics(wd) if "loss" in m} == reference
+
+
+def test_a_second_sigint_aborts_at_once(tmp_path):
+    code = ("import os, signal, time\n"
+            "from effssl_jax.preemption import StopSignals\n"
+            "with StopSignals() as s:\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    time.sleep(0.5)\n"
+            "    assert s.requested(3), 'the first SIGINT is a request'\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    time.sleep(30)\n")
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 128 + 2, r.stderr[-2000:]
+    assert time.time() - t0 < 25 and "SIGINT again: aborting" in r.stderr
+    assert "finishing this step and saving a checkpoint" in r.stderr

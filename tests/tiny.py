@@ -31,11 +31,12 @@ def tiny_images(n=16, size=16, seed=0):
 
 
 def compiled_step(config, devices, resolution=16, num_views=2, r_sel=8, dtype=jnp.float32,
-                  extra_targets=False):
+                  extra_targets=False, skip_nonfinite=False):
     """(state, compiled step, mesh, method) for `config` over `devices`."""
     exp = tiny_experiment(config, devices, dtype)
     steps = exp.compiled_steps()
-    spec = StepSpec(resolution, num_views, r_sel, 16, config.batch_size, extra_targets)
+    spec = StepSpec(resolution, num_views, r_sel, 16, config.batch_size, extra_targets,
+                    skip_nonfinite)
     return exp.init(jax.random.key(0)), steps.get(spec), exp.mesh, exp.method
 
 

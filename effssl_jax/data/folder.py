@@ -15,7 +15,7 @@ from effssl_jax.data.errors import DataError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # What PIL raises on corrupt, truncated or hostile input (UnidentifiedImageError
 # is an OSError). ImageFile.LOAD_TRUNCATED_IMAGES is deliberately left False so
 # truncated files raise here and get skipped instead of decoding half-grey.

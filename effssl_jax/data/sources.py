@@ -60,11 +60,16 @@ class TfdsSource:
 
 
 def _tfds_builder(name: str, data_dir: str):
-    import tensorflow_datasets as tfds
     where = data_dir or "~/tensorflow_datasets"
     build = (f"run `tfds build {name} --data_dir={where} --file_format=array_record` where the "
              f"data can be downloaded and copy {where}/{name.split('/')[0]} here, or point "
-             "--config.data_dir at the folder that holds it")
+             "--config.data_dir at the folder that holds it; or train on an image folder "
+             "(--config.dataset=folder:PATH) or on --config.dataset=synthetic")
+    local = "://" not in where  # gs:// and other remote data directories are TFDS's to check
+    if local and not os.path.isdir(os.path.expanduser(where)):  # TFDS would warn, then fail
+        raise DataError(f"TFDS dataset {name!r}: the data directory {where} does not exist; "
+                        f"{build}")
+    import tensorflow_datasets as tfds
     try:
         builder = tfds.builder(name, data_dir=data_dir or None)
     except Exception as e:  # noqa: BLE001 - DatasetNotFoundError, bad config names, ...
