@@ -1,5 +1,6 @@
 """Predicted cost of recipes before training: eq. 9's M of the resolution plan next to the FLOP
-speed-up from each bucket's train step (XLA cost analysis, steps x FLOPs per step).
+speed-up from each bucket's train step (XLA cost analysis, steps x FLOPs per step), and the cost in
+the paper's convention (costs.py: views x 2 x forward + target forwards) with its speed-up.
 
   python benchmarks/predicted_speedup.py configs/simsiam_baseline.py configs/simsiam_f1clr.py \
       configs/ablation.py:f1clr+sp [--num_examples 9469]
@@ -34,12 +35,15 @@ def main():
         result = costs.plan_flops(config, args.num_examples)
         base = base or result
         rows.append((path, result))
-    print(f"{'config':34s} {'epochs':>6s} {'PFLOPs':>9s} {'FLOP speed-up':>13s} {'eq.9 M':>7s}  "
+    print(f"{'config':34s} {'epochs':>6s} {'PFLOPs':>9s} {'FLOP speed-up':>13s} "
+          f"{'paper PF':>9s} {'speed-up':>8s} {'XLA/paper':>9s} {'eq.9 M':>7s}  "
           "GFLOP/step by resolution")
     for path, r in rows:
         per = ", ".join(f"{k}px {v:.0f}" for k, v in r["gflops_per_step"].items())
         print(f"{path:34s} {r['plan'].total_steps / r['plan'].steps_per_epoch:6.0f} "
               f"{r['total_pflops']:9.1f} {base['total_pflops'] / r['total_pflops']:12.2f}x "
+              f"{r['pflops_paper']:9.1f} {base['pflops_paper'] / r['pflops_paper']:7.2f}x "
+              f"{r['total_pflops'] / r['pflops_paper']:9.2f} "
               f"{r['plan'].predicted_speedup:6.2f}x  {per}")
 
 

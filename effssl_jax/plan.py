@@ -48,6 +48,10 @@ class Plan:
     def resolutions(self) -> tuple[int, ...]:
         return tuple(sorted({s.resolution for s in self.stages}))
 
+    def steps_by_resolution(self) -> dict[int, int]:
+        return {r: sum(s.steps for s in self.stages if s.resolution == r)
+                for r in self.resolutions}
+
     def selection_resolution(self, resolution: int) -> int:
         return min(self.r_sel, resolution)
 

@@ -74,8 +74,10 @@ class Stopwatch:
 
 
 def summary(config, plan, record: RunRecord, gflops_per_step: dict, step: int,
-            compiled_steps: int, skipped_images: int, baseline: dict | None = None) -> dict:
-    """summary.json: what the run cost and reached."""
+            compiled_steps: int, skipped_images: int, pflops_paper: float,
+            baseline: dict | None = None) -> dict:
+    """summary.json: what the run cost and reached (FLOPs in XLA's and the paper's conventions,
+    costs.py)."""
     train_flops = record.train_flops
     out = {
         "name": config.name, "method": config.method, "lr_schedule": config.optim.schedule,
@@ -85,7 +87,8 @@ def summary(config, plan, record: RunRecord, gflops_per_step: dict, step: int,
         "knn_top1": record.knn_top1, "wall_clock_s": round(record.wall_clock_s, 2),
         "train_time_s": round(record.train_time_s, 2),
         "compile_s": round(record.compile_s, 2), "eval_s": round(record.eval_s, 2),
-        "total_pflops": train_flops / 1e15, "eval_pflops": record.eval_flops / 1e15,
+        "total_pflops": train_flops / 1e15, "pflops_paper": pflops_paper,
+        "eval_pflops": record.eval_flops / 1e15,
         "selection_pflops": record.selection_flops / 1e15,
         "selection_overhead": record.selection_flops / max(train_flops, 1e-9),
         "selection_overhead_eq11": hard_augment.overhead_eq11(
@@ -100,6 +103,8 @@ def summary(config, plan, record: RunRecord, gflops_per_step: dict, step: int,
     if baseline is not None:
         out["speedup_vs"] = {"workdir": config.compare_to,
                              "flops": baseline["total_pflops"] / out["total_pflops"],
+                             "flops_paper": (baseline["pflops_paper"] / pflops_paper
+                                             if baseline.get("pflops_paper") else None),
                              "train_time": baseline["train_time_s"] / max(out["train_time_s"],
                                                                           1e-9)}
     return out

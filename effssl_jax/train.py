@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec as P
 from effssl_jax import (
     checkpoint,
     config_schema,
+    costs,
     experiment,
     preemption,
     run_log,
@@ -79,13 +80,15 @@ def _prepare(config, workdir: str):
     enable_persistent_cache(workdir)
     train_data, bank, eval_split = pipeline.open_run_data(config, experiment.sizes(config)[1])
     exp = experiment.build(config, len(train_data), mesh)
-    described = exp.plan.describe()
+    paper_cost = costs.PaperCost(config)
+    described = (f"{exp.plan.describe()}\ntraining cost in the paper's convention (costs.py): "
+                 f"{paper_cost.pflops(exp.plan.steps_by_resolution(), exp.plan):.4g} PFLOPs")
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
         print(described, flush=True)
     logging.info("plan:\n%s", described)
-    return exp, train_data, bank, eval_split
+    return exp, paper_cost, train_data, bank, eval_split
 
 
 def _resume_changes(config, workdir: str, ckpt) -> dict:
@@ -107,11 +110,12 @@ def _agreed(flag: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
-def _write_summary(workdir: str, exp, record, steps, step: int) -> dict:
+def _write_summary(workdir: str, exp, paper_cost, record, steps, step: int) -> dict:
     config = exp.config
     summary = run_record.summary(
         config, exp.plan, record, {str(s.resolution): f / 1e9 for s, f in steps.flops.items()},
         step, steps.compile_count, len(decode.SKIPPED),
+        paper_cost.pflops(record.steps_by_resolution, exp.plan),
         run_log.read_summary(config.compare_to) if config.compare_to else None)
     if jax.process_index() == 0:
         run_log.write_json(os.path.join(workdir, "summary.json"), summary)
@@ -142,7 +146,7 @@ def _train(config, workdir: str, stop=None) -> dict:
     """The body of `run`, with the workdir locked."""
     ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
     changes = _resume_changes(config, workdir, ckpt)
-    exp, train_data, bank, eval_split = _prepare(config, workdir)
+    exp, paper_cost, train_data, bank, eval_split = _prepare(config, workdir)
     plan, main_process = exp.plan, jax.process_index() == 0
     record = run_record.RunRecord()
     if ckpt.latest_step is not None:
@@ -220,7 +224,7 @@ def _train(config, workdir: str, stop=None) -> dict:
                     ckpt.wait()
                     raise preemption.Preempted(done, signals.signame)
     clock.tick()
-    summary = _write_summary(workdir, exp, record, steps, int(state.step))
+    summary = _write_summary(workdir, exp, paper_cost, record, steps, int(state.step))
     ckpt.close()
     return summary
 
