@@ -1,6 +1,10 @@
 """Train a self-supervised encoder.
 
     python launch.py --config configs/X.py[:arg] [--workdir DIR] [--config.a.b=v] [--distributed]
+
+Several hosts: the same command on every host with --distributed (effssl_jax/distributed.py:
+detected on Cloud TPU, SLURM and Open MPI; elsewhere add --coordinator_address, --num_processes
+and --process_id).
 """
 from __future__ import annotations
 
@@ -18,8 +22,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file in config
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; rerunning with it resumes. Default: "
                                "runs/<config>-<time>.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first "
-                                 "(multi-host GPU/TPU).")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Start JAX's multi-host runtime first "
+                                 "(jax.distributed.initialize; every host runs the command).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "With --distributed: process 0's "
+                                   "HOST:PORT (default: detected, or JAX_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed: the number of "
+                                      "processes (default: detected, or JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this process's id "
+                                   "(default: detected, or JAX_PROCESS_ID).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -35,15 +45,24 @@ def main(argv):
     cpu_flags.set_default_xla_flags()  # before JAX starts; a user's XLA_FLAGS win
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint file at INFO
-    if _DISTRIBUTED.value:
-        import jax
-        jax.distributed.initialize()
-    from effssl_jax import cli, lr_range_test, train  # after flags: fast --help
+    from effssl_jax import cli, distributed, lr_range_test, train  # after flags: fast --help
 
     config, workdir = _CONFIG.value, _WORKDIR.value or default_workdir()
-    print(f"workdir: {workdir}", flush=True)
-    entry = lr_range_test.run if config.mode == "lr_range_test" else train.run
-    cli.run_main(entry, config, workdir)
+
+    def entry():
+        if _DISTRIBUTED.value:
+            distributed.initialize(coordinator_address=_COORDINATOR.value,
+                                   num_processes=_NUM_PROCESSES.value,
+                                   process_id=_PROCESS_ID.value)
+            if _WORKDIR.value is None:  # each host would date its own
+                raise distributed.ConfigError("--distributed needs --workdir: one directory that "
+                                              "every host reads and writes (shared storage)")
+        if distributed.is_main_process():
+            print(f"workdir: {workdir}", flush=True)
+        run = lr_range_test.run if config.mode == "lr_range_test" else train.run
+        return run(config, workdir)
+
+    cli.run_main(entry)
 
 
 def _flat_keys(config, prefix: str = "") -> list[str]:
