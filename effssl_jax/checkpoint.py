@@ -27,6 +27,11 @@ from effssl_jax.run_record import RunRecord
 DAMAGED = "checkpoints_damaged"  # WORKDIR/checkpoints_damaged/<step>: set aside, never deleted
 
 
+def _no_checkpoint(directory: str) -> CheckpointError:
+    return CheckpointError(f"no checkpoint in {directory}; train the run first (checkpoints are "
+                           "written every --config.checkpoint_every_steps)")
+
+
 def _cause(e: BaseException) -> str:
     """An exception on one line: its type and the first line of its message."""
     lines = str(e).strip().splitlines()
@@ -40,8 +45,7 @@ class Checkpointer:
         self.directory = os.path.join(self.workdir, "checkpoints")
         self._saving: int | None = None  # the step of the last save started
         if not create and not os.path.isdir(self.directory):
-            raise CheckpointError(f"no checkpoint in {self.directory}; train the run first "
-                                  "(checkpoints are written every --config.checkpoint_every_steps)")
+            raise _no_checkpoint(self.directory)
         self._manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create))
 
@@ -87,8 +91,7 @@ class Checkpointer:
         jax.ShapeDtypeStruct with shardings (e.g. from jax.eval_shape)."""
         steps = self._manager.all_steps()
         if not steps:
-            raise CheckpointError(f"no checkpoint in {self.directory}; train the run first "
-                                  "(checkpoints are written every --config.checkpoint_every_steps)")
+            raise _no_checkpoint(self.directory)
         step = self.latest_step if step is None else step
         if step not in steps:
             raise CheckpointError(f"no checkpoint of step {step} in {self.directory}; it has "

@@ -8,8 +8,7 @@
   Hard Augment adds its scoring forwards (every view at r_sel, online and target). Forwards count
   2 FLOPs per multiply-add of every convolution and matmul and nothing else, as fvcore and thop
   do, over the architecture (XLA's own convolution, whatever `model.conv_impl` runs). This is how
-  the paper's Table 2 counts (SimSiam ResNet-50, 800 Imagenette epochs: 248 PF); XLA's count of
-  the same run is about 1.3-1.45x that.
+  the paper's Table 2 counts; docs/performance.md compares the two conventions.
 
 Speed-ups are ratios within one convention. `plan_flops` gives both for a plan before training.
 """
@@ -89,8 +88,7 @@ class PaperCost:
     def pflops(self, steps_by_resolution: dict, plan) -> float:
         """PFLOPs of the steps run at each resolution ({resolution: steps}, keys int or str).
         As in the paper, an epoch costs the whole dataset (plan.num_examples images), so a step
-        counts num_examples / steps_per_epoch images: 1.3% more than the batches actually drawn
-        for Imagenette at batch 128 (9469 images; 73 x 128 = 9344 per epoch, the rest dropped)."""
+        counts num_examples / steps_per_epoch images, the dropped incomplete batch included."""
         images_per_step = plan.num_examples / plan.steps_per_epoch
         return sum(int(n) * images_per_step * self.per_image(int(r))
                    for r, n in steps_by_resolution.items()) / 1e15

@@ -167,11 +167,9 @@ class RunLog:
                 return True
             if record.get("healthy", 1.0) == 1.0:
                 self.skipped_in_a_row = 0
-            elif not self._skip:
-                raise DivergenceError(self._divergence(record))
-            else:  # the step kept its state (step.py); the record says so
+            else:  # under 'skip' the step kept its state (step.py); the record says so
                 self.skipped_in_a_row += 1
-                if self.skipped_in_a_row >= self._max_skipped:
+                if not self._skip or self.skipped_in_a_row >= self._max_skipped:
                     raise DivergenceError(self._divergence(record))
             self._write(record)
         if records:

@@ -77,12 +77,9 @@ def all_finite(tree) -> jax.Array:
 
 def is_healthy(tree, grad_norm, param_norm, update_ratio, max_update_ratio: float) -> jax.Array:
     """Whether a step may go on (and its state reach a checkpoint): the loss, gradients and new
-    state `tree` are finite, and the step did not explode. An update larger than
-    `max_update_ratio` (100) x the weights is an explosion, not learning: early steps may move the
-    weights by a few times their norm (DINO's weight-normalised last layer), lr 1e6 moves them by
-    ~1e5x. Without this test a run at lr 1e6 saves states that are finite but huge (through weight
-    decay, |w| grows ~lr x wd per step), whose next forward overflows at any lr. The norms overflow
-    float32 (|x| > ~1e19) before the leaves do, so they are tested too."""
+    state `tree` are finite, their norms too (they overflow float32 before the leaves do), and the
+    update is at most `max_update_ratio` x the weights: a larger one is an explosion, not learning,
+    and the finite but huge states that follow it overflow at any lr (docs/reliability.md)."""
     return (all_finite((tree, grad_norm, param_norm, update_ratio))
             & (update_ratio <= max_update_ratio))
 
