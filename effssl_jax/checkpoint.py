@@ -38,9 +38,35 @@ def _cause(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
 
 
+_HANDLER_SET = False
+
+
+def _use_replica_parallel_only_across_hosts() -> None:
+    """Orbax splits the write of a replicated array among its replicas, which only pays when the
+    replicas are on several hosts; in one process it slices every array on the device first,
+    compiling one slice program per parameter shape at the first save (orbax itself turns it off
+    on GPU)."""
+    global _HANDLER_SET
+    if _HANDLER_SET:
+        return
+    _HANDLER_SET = True
+    # orbax's default handler, but for this; its metadata store keeps typed PRNG keys typed.
+    from absl import logging as absl_logging
+    from orbax.checkpoint._src.metadata import array_metadata_store
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)  # not its "overriding" warning
+    try:
+        ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(
+            use_replica_parallel=jax.process_count() > 1,
+            array_metadata_store=array_metadata_store.Store()), override=True)
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
 class Checkpointer:
     def __init__(self, workdir: str, keep: int = 2, create: bool = True):
         """create=False (evaluate, export): the directory must exist; nothing is created."""
+        _use_replica_parallel_only_across_hosts()
         self.workdir = os.path.abspath(workdir)
         self.directory = os.path.join(self.workdir, "checkpoints")
         self._saving: int | None = None  # the step of the last save started

@@ -10,7 +10,8 @@ backbone.json (arch, width, stem, checkpoint step). Load it with
     model.fc = torch.nn.Identity()                 # the backbone has no classifier
     model.load_state_dict(torch.load("backbone.pt"), strict=False)  # missing: fc.*
 
-A width-64 ImageNet-stem backbone is exactly torchvision's resnet18/resnet50. The CIFAR stem
+A width-64 ImageNet-stem backbone is exactly torchvision's resnet18/resnet50 (resnet10:
+`torchvision.models.ResNet(BasicBlock, [1, 1, 1, 1])`). The CIFAR stem
 (3x3 stride-1 conv1, no max-pool) is torchvision's with conv1 and maxpool replaced, as
 `torchvision_resnet(meta)` builds; torchvision cannot express other widths, whose weights still
 export with the same names and transposed shapes.
@@ -48,7 +49,10 @@ def torchvision_resnet(meta: dict):
     if meta["width"] != 64:
         raise UserError(f"torchvision's {meta['arch']} has width 64; this backbone has width "
                          f"{meta['width']} (load the .npz into your own module instead)")
-    model = getattr(torchvision.models, meta["arch"])()
+    stage_sizes, block = resnet.ARCHS[meta["arch"]]
+    block = {"basic": torchvision.models.resnet.BasicBlock,
+             "bottleneck": torchvision.models.resnet.Bottleneck}[block]
+    model = torchvision.models.ResNet(block, list(stage_sizes))  # resnet18/50 for their sizes
     if meta["cifar_stem"]:
         model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         model.maxpool = torch.nn.Identity()

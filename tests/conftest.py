@@ -4,11 +4,12 @@ Single-device tests build their mesh from jax.devices()[:1].
 The suite is dominated by XLA compiling tiny networks: tests compile without LLVM optimisation and
 with XLA:CPU's older loop emitters instead of its fusion emitters (`COMPILE_FAST`, also passed to
 the launch.py subprocesses; together they halve the compile time of a tiny train step), which
-changes neither the programs nor their float semantics. The tiny configs use XLA's convolution
-(`model.conv_impl=xla`), which compiles faster than the im2col path that `auto` picks on CPU;
-test_resnet.py checks that the two agree. XLA's persistent cache is one folder for the whole
-session (`persistent_compilation_cache`), so a program compiled again by a later test, in either
-worker or in a launch.py subprocess, is loaded."""
+changes neither the programs nor their float semantics. The tiny configs use ResNet-10 (one block
+a stage: half ResNet-18's program) and XLA's convolution (`model.conv_impl=xla`), which compiles
+faster than the im2col path that `auto` picks on CPU; test_resnet.py checks that the two agree.
+XLA's persistent cache is one folder for the whole session (`persistent_compilation_cache`), so a
+program compiled again by a later test, in either worker or in a launch.py subprocess, is
+loaded."""
 import os
 
 import pytest

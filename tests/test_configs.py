@@ -21,7 +21,7 @@ def tiny(config):
     c = config
     c.dataset, c.synthetic_train_size, c.synthetic_test_size = "synthetic", 32, 16
     c.batch_size, c.epochs = 16, 2
-    c.model.arch, c.model.width, c.model.cifar_stem = "resnet18", 8, True
+    c.model.arch, c.model.width, c.model.cifar_stem = "resnet10", 8, True
     c.model.conv_impl = "xla"  # compiles faster (conftest.py)
     # One bucket: each recipe's step compiles once (test_launch.py compiles SP's buckets).
     c.progressive.r_max, c.progressive.r_min, c.progressive.bucket_step = 16, 16, 8

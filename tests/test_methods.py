@@ -42,7 +42,7 @@ def small_config():
 
 def context(backbone=None, view=augment.ViewConfig()):
     if backbone is None:
-        backbone = resnet.get_backbone("resnet18", width=8, cifar_stem=True)
+        backbone = resnet.get_backbone("resnet10", width=8, cifar_stem=True)
     return MethodContext(backbone=backbone, feature_dim=64, view_config=view, dtype=jnp.float32,
                          steps_per_epoch=STEPS_PER_EPOCH, total_steps=TOTAL_STEPS)
 

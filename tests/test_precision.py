@@ -22,8 +22,9 @@ def _step(dtype):
     # on rounded operands, so the optimized HLO is f32 there; GPUs/TPUs keep bf16.)
     tx = optim.sgd(lambda s: 0.1, lambda s: 0.9, 0.0, False)
     spec = StepSpec(16, 2, 8, 16, config.batch_size)
+    shapes = jax.eval_shape(lambda: create_state(method, tx, jax.random.key(0), 16))
     hlo = jax.jit(make_step_fn(method, tx, spec, dtype)).lower(
-        create_state(method, tx, jax.random.key(0), 16), images, np.float32(5.0)).as_text()
+        shapes, images, np.float32(5.0)).as_text()
     new_state, metrics = step(state, images, np.float32(5.0))
     return hlo, jax.device_get(metrics), jax.device_get(new_state)
 

@@ -13,11 +13,13 @@ from effssl_jax.models.convert import from_torchvision, to_torchvision
 from effssl_jax.models.cpu_conv import CONV_IMPLS
 from effssl_jax.models.resnet import BACKBONES, feature_dim, get_backbone, resnet18
 
-TORCHVISION_PARAMS = {'resnet18': 11_689_512, 'resnet50': 25_557_032}
+# torchvision's counts (resnet10: torchvision.models.ResNet(BasicBlock, [1, 1, 1, 1])).
+TORCHVISION_PARAMS = {'resnet10': 5_418_792, 'resnet18': 11_689_512, 'resnet50': 25_557_032}
 
 
 def _init(model, shape=(2, 64, 64, 3), seed=0):
-    return model.init(jax.random.key(seed), jnp.zeros(shape), train=False)
+    # Jitted: one compile, where eager ops would compile one program each (seconds on a CPU).
+    return jax.jit(lambda key: model.init(key, jnp.zeros(shape), train=False))(jax.random.key(seed))
 
 
 def _shapes(model, shape=(2, 64, 64, 3)):
@@ -81,7 +83,7 @@ def r18_variables(r18_init):
 
 # --- shapes, counts, registry ----------------------------------------------------------
 
-@pytest.mark.parametrize('arch', ['resnet18', 'resnet50'])
+@pytest.mark.parametrize('arch', ['resnet10', 'resnet18', 'resnet50'])
 def test_param_count_matches_torchvision(arch):
     assert _n_params(_shapes(BACKBONES[arch](num_classes=1000))) == TORCHVISION_PARAMS[arch]
 
@@ -302,7 +304,7 @@ def test_eval_forward_matches_torchvision(arch, r18_variables):
     x = _images()
     with torch.no_grad():
         expected = tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-    _assert_close(model.apply(variables, x, train=False), expected)
+    _assert_close(jax.jit(partial(model.apply, train=False))(variables, x), expected)
 
 
 def test_train_forward_and_running_stats_match_torchvision(r18_variables):
@@ -312,7 +314,8 @@ def test_train_forward_and_running_stats_match_torchvision(r18_variables):
     x = _images(seed=2)
     with torch.no_grad():
         expected = tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-    out, updated = model.apply(r18_variables, x, train=True, mutable=['batch_stats'])
+    out, updated = jax.jit(partial(model.apply, train=True, mutable=['batch_stats']))(
+        r18_variables, x)
     _assert_close(out, expected)
 
     ours = to_torchvision({'params': r18_variables['params'], **updated})

@@ -48,7 +48,8 @@ def test_eight_devices_float32_loss():
     config = tiny_config()
     (m1, *_), (m8, *_) = (_one_step(config, d, jnp.float32)
                           for d in (jax.devices()[:1], jax.devices()))
-    assert m1["loss"] == pytest.approx(m8["loss"], rel=1e-5)
+    # A mean of cosines of size ~1 summed in another order: float32 rounding, absolute.
+    assert m1["loss"] == pytest.approx(m8["loss"], rel=1e-5, abs=1e-6)
 
 
 def test_flops_count_the_global_batch_once_on_any_number_of_devices():

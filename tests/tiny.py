@@ -12,7 +12,7 @@ from effssl_jax.step import StepSpec, data_mesh
 def tiny_config(method="simsiam"):
     c = config_schema.default_config()
     c.method = method
-    c.model.arch, c.model.width, c.model.cifar_stem = "resnet18", 8, True
+    c.model.arch, c.model.width, c.model.cifar_stem = "resnet10", 8, True
     c.model.conv_impl = "xla"  # compiles faster (conftest.py)
     c.simsiam.proj_dim, c.simsiam.proj_layers, c.simsiam.pred_hidden = 32, 2, 16
     c.batch_size, c.epochs = 16, 2

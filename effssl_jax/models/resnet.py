@@ -142,7 +142,8 @@ class ResNet(nn.Module):
         return x
 
 
-ARCHS = {
+ARCHS = {  # name: (blocks per stage, block); resnet10 (one block a stage) is for tests and demos
+    'resnet10': ((1, 1, 1, 1), 'basic'),
     'resnet18': ((2, 2, 2, 2), 'basic'),
     'resnet50': ((3, 4, 6, 3), 'bottleneck'),
 }
@@ -155,18 +156,19 @@ def feature_dim(arch: str, width: int = 64) -> int:
     return width * 8 * BLOCKS[ARCHS[arch][1]].expansion
 
 
+def get_backbone(name: str, **kw) -> ResNet:
+    if name not in ARCHS:
+        raise ValueError(f'unknown backbone {name!r}; valid names: {sorted(ARCHS)}')
+    stage_sizes, block = ARCHS[name]
+    return ResNet(stage_sizes=stage_sizes, block=block, **kw)
+
+
 def resnet18(**kw) -> ResNet:
-    return ResNet(stage_sizes=ARCHS['resnet18'][0], block='basic', **kw)
+    return get_backbone('resnet18', **kw)
 
 
 def resnet50(**kw) -> ResNet:
-    return ResNet(stage_sizes=ARCHS['resnet50'][0], block='bottleneck', **kw)
+    return get_backbone('resnet50', **kw)
 
 
-BACKBONES = {'resnet18': resnet18, 'resnet50': resnet50}
-
-
-def get_backbone(name: str, **kw) -> ResNet:
-    if name not in BACKBONES:
-        raise ValueError(f'unknown backbone {name!r}; valid names: {sorted(BACKBONES)}')
-    return BACKBONES[name](**kw)
+BACKBONES = {name: partial(get_backbone, name) for name in ARCHS}
