@@ -19,6 +19,7 @@ setup(
         "pillow>=10.0",
         "numpy>=1.26",
         "tqdm>=4.66",
+        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow (viewers.py)
         "matplotlib>=3.8",
         "absl-py>=2.0",
         "filelock>=3.12",  # JAX's persistent cache needs it to evict beyond XLA_CACHE_BYTES

@@ -72,6 +72,10 @@ class CompiledSteps:
         plain = self.lower(dataclasses.replace(spec, num_views=2)) if spec.num_views > 2 else None
         self._futures[spec] = self._worker.submit(self._compile, spec, lowered, plain)
 
+    def ready(self, spec: StepSpec) -> bool:
+        """Whether `get(spec)` returns without waiting for XLA."""
+        return spec in self._futures and self._futures[spec].done()
+
     def get(self, spec: StepSpec):
         self.prefetch(spec)
         self._futures[spec].result()  # raises what the compile raised

@@ -22,7 +22,7 @@ from effssl_jax.models.resnet import BACKBONES
 SCHEDULES = ("cosine", "warmup_cosine", "one_cycle", "f1clr", "constant", "exponential")
 RESOLUTION_SCHEDULES = ("fixed", "progressive", "super_progressive")
 DTYPES = ("auto", "float32", "bfloat16")
-DATA_LOADERS = ("auto", "memory", "grain")
+DATA_LOADERS = ("auto", "memory", "grain", "device")
 ON_NONFINITE = ("stop", "skip")
 WARMUP_SCHEDULES = ("f1clr", "warmup_cosine")  # the schedules that read optim.warmup_epochs
 
@@ -47,10 +47,16 @@ def default_config() -> ml_collections.ConfigDict:
     c.epochs = 800
     c.prefetch = 2  # batches decoded ahead of the train step
     c.data = ml_collections.ConfigDict()
-    c.data.loader = "auto"  # 'auto' (memory for synthetic, else grain) | 'memory' | 'grain'
+    # 'auto' (memory for synthetic, else grain) | 'memory' | 'grain' | 'device' (held on device)
+    c.data.loader = "auto"
     c.data.threads = 0  # grain decode threads per host; 0: min(16, CPUs)
     c.data.processes = 0  # grain worker processes (mp_prefetch); 0: threads only
     c.data.host_margin = 8 / 7  # host image side / train resolution (224 -> 256) for the crop
+
+    c.viewers = ml_collections.ConfigDict()  # beside metrics.jsonl (viewers.py), process 0 only
+    c.viewers.tensorboard = True  # event files in WORKDIR/tensorboard (tensorboardX)
+    c.viewers.wandb = ""  # '' (off) | 'online' | 'offline' (Weights & Biases; pip install wandb)
+    c.viewers.wandb_project = "effssl-jax"
 
     c.model = ml_collections.ConfigDict()
     c.model.arch = "resnet50"
@@ -120,6 +126,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.batch_size = 256
     c.eval.crop_fraction = 0.875  # centre crop before resizing (256 -> 224 convention)
     c.eval.at_init = True
+    # Images of each split (bank, queries) the online kNN holds and evaluates: a fixed random
+    # subset of that size (0: the whole splits). Each online evaluation costs one forward of each.
+    c.eval.online_subset = 0
 
     c.log_every_steps = 10
     c.checkpoint_every_steps = 500
@@ -214,6 +223,10 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
               "evaluation off)")
     if c.eval.knn_k <= 0 or c.eval.knn_temperature <= 0:
         _fail("eval.knn_k and eval.knn_temperature must be positive")
+    if c.viewers.wandb not in ("", "online", "offline"):
+        _fail(f"viewers.wandb={c.viewers.wandb!r} is unknown; valid: '' (off), online, offline")
+    if c.eval.online_subset < 0:
+        _fail(f"eval.online_subset={c.eval.online_subset} must be >= 0 (0: the whole splits)")
     for key in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         if c[key] < 1:
             _fail(f"{key}={c[key]} must be >= 1; set --config.{key} to a positive number of "

@@ -1,4 +1,5 @@
-"""What a run writes for people: metrics.jsonl, a progress bar and summary.json."""
+"""What a run writes for people: metrics.jsonl (and the viewers: TensorBoard, W&B), a progress bar,
+phase lines and summary.json."""
 from __future__ import annotations
 
 import contextlib
@@ -12,6 +13,7 @@ import time
 import jax
 from tqdm.auto import tqdm
 
+from effssl_jax import viewers
 from effssl_jax.errors import ConfigError, DivergenceError
 
 
@@ -74,6 +76,20 @@ def write_json(path: str, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def phase(what: str, enabled: bool = True):
+    """Announces a phase of a run that can take a while (generating data, compiling, evaluating): a
+    line when it starts and one with its duration, above the progress bar if there is one."""
+    if enabled:
+        tqdm.write(f"{what} ...", file=sys.stdout)
+        sys.stdout.flush()
+    t0 = time.perf_counter()
+    yield
+    if enabled:
+        tqdm.write(f"{what}: {time.perf_counter() - t0:.1f} s", file=sys.stdout)
+        sys.stdout.flush()
+
+
 def progress_bar(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, disable=not enabled, unit="step",
                 dynamic_ncols=True, file=sys.stderr, smoothing=0.1)
@@ -88,13 +104,21 @@ def read_summary(workdir: str) -> dict:
         return json.load(f)
 
 
+def _ready(device_metrics) -> bool:
+    """Whether a step's metrics (so the step) have been computed; host values always are."""
+    leaf = jax.tree.leaves(device_metrics)[0]
+    return leaf.is_ready() if isinstance(leaf, jax.Array) else True
+
+
 class PendingMetrics:
     """Metrics of recent steps kept on the device and fetched together, so the host never blocks
     on a step it has just dispatched. images_per_sec covers the time since the last fetch, less
-    the time spent inside `paused()` (compiling, evaluating, checkpointing)."""
+    the time spent inside `paused()` (compiling, evaluating, checkpointing); the fetch waits for
+    every pending step, so it is the rate of completed steps."""
 
     def __init__(self):
         self._items: list = []
+        self._completed = 0  # leading pending steps known to have finished on the device
         self._images = 0
         self._since = time.perf_counter()
         self._paused_s = 0.0
@@ -102,6 +126,15 @@ class PendingMetrics:
     def add(self, record: dict, device_metrics, images: int) -> None:
         self._items.append((record, device_metrics))
         self._images += images
+
+    def newly_completed(self) -> int:
+        """How many more pending steps have finished on the device since the last call (steps
+        finish in order, so the first not ready ends the count)."""
+        done = self._completed
+        while done < len(self._items) and _ready(self._items[done][1]):
+            done += 1
+        new, self._completed = done - self._completed, done
+        return new
 
     @contextlib.contextmanager
     def paused(self):
@@ -120,6 +153,7 @@ class PendingMetrics:
         out = [{**record, "images_per_sec": rate, **{k: float(v) for k, v in m.items()}}
                for (record, _), m in zip(self._items, values)]
         self._items, self._images, self._since, self._paused_s = [], 0, now, 0.0
+        self._completed = 0
         return out
 
 
@@ -131,12 +165,14 @@ class RunLog:
     def __init__(self, workdir: str, start: int, total_steps: int, config, stop=None,
                  main_process: bool = True):
         self._metrics = MetricsLog(workdir, resume_step=start) if main_process else None
+        self._viewers = viewers.Viewers(workdir, config, start) if main_process else None
         self._pending = PendingMetrics()
         self._stop, self._main = stop, main_process
         self._skip = config.optim.on_nonfinite == "skip"
         self._max_skipped = config.optim.max_skipped_in_a_row
         self._max_update_ratio = config.optim.max_update_ratio
         self.skipped_in_a_row = 0
+        self._shown = 0  # pending steps already counted in the bar
         self._bar_args = (total_steps, start, bool(config.progress_bar) and main_process)
         self._bar = None
         self.last_checkpoint: int | None = start or None
@@ -155,13 +191,17 @@ class RunLog:
             images: int) -> None:
         self._pending.add({"step": done, "epoch": plan.epoch(done), "resolution": resolution,
                            "magnitude": magnitude}, device_metrics, images)
-        self.bar.update(1)
+        shown = self._pending.newly_completed()  # the bar counts finished steps only
+        self._shown += shown
+        self.bar.update(shown)
 
     def flush(self) -> bool:
         """Fetches and logs the pending steps' metrics; True when `stop` asks to end the run.
         A non-finite loss, gradient or state raises DivergenceError naming the step and the last
         checkpoint (`last_checkpoint`, kept up to date by the loop)."""
-        records = self._pending.fetch()
+        records = self._pending.fetch()  # waits for every pending step
+        self.bar.update(len(records) - self._shown)
+        self._shown = 0
         for record in records:
             if self._stop is not None and self._stop(record):
                 return True
@@ -216,9 +256,11 @@ class RunLog:
     def _write(self, entry: dict) -> None:
         if self._metrics is not None:
             self._metrics.write(entry)
+            self._viewers.write(entry)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
         if self._metrics is not None:
             self._metrics.close()
+            self._viewers.close()

@@ -76,14 +76,17 @@ def _summary_line(summary: dict) -> str:
 def _prepare(config, workdir: str):
     """Opens the run's (validated) data and builds its experiment; prints the plan. config.json is
     written once both have worked (a run refused for its data leaves no config behind)."""
-    mesh = data_mesh()
+    mesh, size, main = data_mesh(), experiment.sizes(config)[1], jax.process_index() == 0
     enable_persistent_cache(workdir)
-    train_data, bank, eval_split = pipeline.open_run_data(config, experiment.sizes(config)[1])
-    exp = experiment.build(config, len(train_data), mesh)
-    paper_cost = costs.PaperCost(config)
+    with run_log.phase(f"opening the data ({config.dataset}, decoded at {size} px)", main):
+        train_data, bank, eval_split = pipeline.open_run_data(config, size)
+    with run_log.phase("building the model and counting the plan's cost", main):
+        exp = experiment.build(config, len(train_data), mesh)
+        paper_cost = costs.PaperCost(config)
+        pflops = paper_cost.pflops(exp.plan.steps_by_resolution(), exp.plan)
     described = (f"{exp.plan.describe()}\ntraining cost in the paper's convention (costs.py): "
-                 f"{paper_cost.pflops(exp.plan.steps_by_resolution(), exp.plan):.4g} PFLOPs")
-    if jax.process_index() == 0:
+                 f"{pflops:.4g} PFLOPs")
+    if main:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
         print(described, flush=True)
@@ -157,17 +160,20 @@ def _train(config, workdir: str, stop=None) -> dict:
         state = exp.init(jax.random.key(config.seed))
     start = int(state.step)
     steps = exp.compiled_steps()
-    loader = pipeline.make_loader(config, train_data, plan, jax.process_index(),
+    loader = pipeline.make_loader(config, train_data, plan, exp.mesh, jax.process_index(),
                                   jax.process_count())
     spec_at = lambda step: exp.spec(plan.resolution(step), loader.host_size(step))
     if start < plan.total_steps:
         steps.prefetch(spec_at(start))  # XLA compiles it while the kNN monitor compiles and runs
-    knn = OnlineKnn(exp, bank, eval_split, experiment.sizes(config)[0])
+    with run_log.phase("compiling the kNN monitor", main_process):
+        knn = OnlineKnn(exp, bank, eval_split, experiment.sizes(config)[0])
     log = run_log.RunLog(workdir, start, plan.total_steps, config, stop, main_process)
     if changes:
         log.note({"step": start, "config_change": {k: list(v) for k, v in changes.items()}})
     if start == 0 and config.eval.at_init:
-        record.knn_top1_init = record.knn_top1 = knn(state)
+        with run_log.phase(f"kNN at initialisation ({len(bank)} bank, {len(eval_split)} query "
+                           "images)", main_process):
+            record.knn_top1_init = record.knn_top1 = knn(state)
         record.eval_flops += knn.flops
         log.knn(0, plan, record)
     clock = run_record.Stopwatch(record)  # from here on: the initial kNN is not training time
@@ -189,11 +195,14 @@ def _train(config, workdir: str, stop=None) -> dict:
             time.monotonic() - saved_at >= 60 * minutes)
 
     with preemption.StopSignals() as signals, _closing(steps, loader, log, ckpt):
-        for step, local_images in loader:
+        for step, batch in loader:
             spec, magnitude, done = spec_at(step), plan.magnitude(step), step + 1
-            with outside_training("compile_s"):
+            with outside_training("compile_s"), run_log.phase(
+                    f"compiling the train step at {spec.resolution} px",
+                    main_process and not steps.ready(spec)):
                 compiled = steps.get(spec)  # waits only if XLA has not finished it yet
-            images = jax.make_array_from_process_local_data(batches, local_images)
+            images = batch if isinstance(batch, jax.Array) else \
+                jax.make_array_from_process_local_data(batches, batch)  # this host's rows
             state, metrics = compiled(state, images, np.float32(magnitude))  # async dispatch
             if (next_bucket := plan.stage(step).end) < plan.total_steps:
                 steps.prefetch(spec_at(next_bucket))  # compiled while this bucket trains

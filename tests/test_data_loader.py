@@ -209,6 +209,46 @@ def test_resumed_iterator_yields_the_same_batches(tmp_path):
         make().restore(6, saved)
 
 
+@pytest.mark.parametrize("devices", [1, 8])
+def test_device_loader_gives_the_memory_loaders_batches_and_resumes(devices):
+    import jax
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from effssl_jax.data.device_loader import DeviceLoader
+    from effssl_jax.data.memory_loader import MemoryLoader
+    from effssl_jax.step import data_mesh
+    mesh = data_mesh(jax.devices()[:devices])
+    images = np.random.default_rng(0).integers(0, 256, (45, 4, 4, 3), dtype=np.uint8)
+    sampler = Sampler(45, 16, seed=2)  # 2 steps an epoch, 13 images left out; 45 rows on 8 devices
+    memory = [(s, jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), b))
+              for s, b in MemoryLoader(images, sampler, 7)]
+    loader = DeviceLoader(images, sampler, 7, mesh)
+    on_device = list(loader)
+    assert [s for s, _ in on_device] == [s for s, _ in memory] == list(range(7))
+    for (s, a), (_, b) in zip(on_device, memory):
+        assert a.sharding.is_equivalent_to(b.sharding, 4) and a.dtype == np.uint8
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"step {s}")
+    assert loader.state() == {"next_step": 7, "order": sampler.fingerprint()}
+    resumed = DeviceLoader(images, sampler, 7, mesh)
+    resumed.restore(4, {"next_step": 4, "order": sampler.fingerprint()})
+    tail = list(resumed)
+    assert [s for s, _ in tail] == [4, 5, 6]
+    for (_, a), (_, b) in zip(tail, memory[4:]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_device_loader_refuses_a_split_larger_than_half_a_device(monkeypatch):
+    import jax
+
+    from effssl_jax.data import device_loader
+    from effssl_jax.step import data_mesh
+    monkeypatch.setattr(device_loader, "_bytes_limit", lambda device: 2 * 45 * 48 - 1)
+    images = np.zeros((45, 4, 4, 3), np.uint8)  # 45 x 48 bytes on one device
+    with pytest.raises(DataError, match="needs .* GiB per device.*--config.data.loader=memory"):
+        device_loader.DeviceLoader(images, Sampler(45, 16, 0), 3, data_mesh(jax.devices()[:1]))
+
+
 def test_bad_examples_are_replaced_counted_and_logged_once(caplog):
     source = IndexSource(20)
     source.blobs[4] = b""

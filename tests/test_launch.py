@@ -3,6 +3,7 @@ and one compiled step per resolution bucket under Super Progressive Learning + H
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from conftest import COMPILE_FAST
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config", "configs/quickstart.py", "--config.method=simsiam", "--config.model.width=8",
-        "--config.model.conv_impl=xla",
+        "--config.model.arch=resnet10", "--config.model.conv_impl=xla",
         "--config.synthetic_train_size=256", "--config.synthetic_test_size=64",
         "--config.batch_size=32", "--config.progressive.r_max=16", "--config.progress_bar=False",
         "--config.simsiam.proj_dim=32", "--config.simsiam.pred_hidden=16"]
@@ -45,6 +46,13 @@ def uninterrupted(tmp_path_factory):
     full = tmp_path_factory.mktemp("full")
     r = launch(full, *RESUME_ARGS)
     assert r.returncode == 0, r.stderr[-3000:]
+    # Each phase that can take a while is announced, then timed (the first step's compile may
+    # already be done when the loop asks for it, so its line is not asserted).
+    for phase in ("opening the data (synthetic, decoded at 16 px)",
+                  "building the model and counting the plan's cost", "compiling the kNN monitor",
+                  "kNN at initialisation (256 bank, 64 query images)"):
+        assert re.search(rf"^{re.escape(phase)} \.\.\.\n(.*\n)*{re.escape(phase)}: [0-9.]+ s$",
+                         r.stdout, re.M), (phase, r.stdout[:2000])
     reference = {m["step"]: m["loss"] for m in metrics(full) if "loss" in m}
     assert sorted(reference) == list(range(1, 17))
     return reference, json.loads((full / "summary.json").read_text())

@@ -498,3 +498,43 @@ def test_a_second_sigint_aborts_at_once(tmp_path):
     assert r.returncode == 128 + 2, r.stderr[-2000:]
     assert time.time() - t0 < 25 and "SIGINT again: aborting" in r.stderr
     assert "finishing this step and saving a checkpoint" in r.stderr
+
+
+class _Pending:
+    """A step's metric on the device, finished when `ready` is set."""
+    ready = False
+
+
+def test_the_bar_counts_finished_steps_not_dispatched_ones(monkeypatch):
+    monkeypatch.setattr(run_log, "_ready", lambda m: m["loss"].ready)
+    monkeypatch.setattr(run_log.jax, "device_get", lambda ms: [
+        {"loss": np.float32(1.0), "lr": np.float32(0.1)} for _ in ms])
+    c = config_schema.default_config()
+    log = run_log.RunLog("", 10, 100, c, main_process=False)
+    log._bar = run_log.progress_bar(100, 10, enabled=True)  # shown, though not process 0
+    steps = [_Pending() for _ in range(4)]
+    steps[0].ready = steps[2].ready = True
+    for done, m in enumerate(steps, 11):
+        log.add(done, _Plan(), 16, 5.0, {"loss": m}, 16)
+    assert log.bar.n == 11  # step 12 is still running, so 13 is not counted though ready
+    steps[1].ready = True
+    log.add(15, _Plan(), 16, 5.0, {"loss": _Pending()}, 16)
+    assert log.bar.n == 13
+    assert log.flush() is False and log.bar.n == 15  # the fetch waited for all of them
+    log.close()
+
+
+def test_viewers_without_their_package_are_one_line_naming_the_fix(tmp_path, monkeypatch):
+    from effssl_jax import viewers
+    c = config_schema.default_config()
+    c.viewers.update(tensorboard=False, wandb="offline")
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not installed
+    with pytest.raises(ConfigError, match="pip install wandb, or leave --config.viewers.wandb"):
+        viewers.Viewers(str(tmp_path), c)
+    c.viewers.wandb = "yes"
+    with pytest.raises(ConfigError, match="viewers.wandb='yes' is unknown"):
+        config_schema.validate(c)
+    c.viewers.update(tensorboard=True, wandb="")
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    with pytest.raises(ConfigError, match="pip install tensorboardX"):
+        viewers.Viewers(str(tmp_path), c)

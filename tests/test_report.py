@@ -1,6 +1,7 @@
 """The report on two tiny runs (SimSiam baseline and F1-CLR recipe): the speed-up is the ratio of
 their measured PFLOPs, the table names the paper's columns, the figures are written."""
 import csv
+import json
 import os
 
 import pytest
@@ -70,3 +71,34 @@ def test_runs_past_the_tenth_keep_their_own_line_style():
     lines = [ax.plot([0, 1], [0, i])[0] for i in range(12)]
     assert len({(line.get_color(), line.get_linestyle()) for line in lines}) == 12
     report.plt.close(fig)
+
+
+def _tensorboard_scalars(workdir) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} of the event files in WORKDIR/tensorboard (TFRecord framing: length,
+    its CRC, an Event proto, its CRC), read without TensorBoard."""
+    import glob
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+    out: dict[str, dict[int, float]] = {}
+    for path in sorted(glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))):
+        data = open(path, "rb").read()
+        i = 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = Event.FromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            for v in event.summary.value:
+                out.setdefault(v.tag, {})[event.step] = v.simple_value
+    return out
+
+
+def test_tensorboard_has_the_metrics_of_metrics_jsonl(two_runs):
+    base, _ = two_runs
+    scalars = _tensorboard_scalars(base)
+    records = [json.loads(line) for line in open(os.path.join(base, "metrics.jsonl"))]
+    losses = {r["step"]: r["loss"] for r in records if "loss" in r}
+    knn = {r["step"]: r["knn_top1"] for r in records if "knn_top1" in r}
+    assert scalars["loss"] == pytest.approx(losses) and len(losses) == 8
+    assert scalars["knn_top1"] == pytest.approx(knn) and 0 in knn
+    assert {"lr", "momentum", "resolution", "images_per_sec"} <= set(scalars)

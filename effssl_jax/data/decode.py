@@ -36,6 +36,23 @@ def default_threads(threads: int) -> int:
     return threads or max(1, min(16, os.cpu_count() or 1))
 
 
+class Subset:
+    """The examples `indices` (a range or array) of a source, as a source."""
+
+    def __init__(self, source, indices):
+        self.source, self.indices = source, indices
+        self.num_classes = getattr(source, "num_classes", 0)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def read(self, indices):
+        return self.source.read([self.indices[int(i)] for i in indices])
+
+    def name(self, i: int) -> str:
+        return self.source.name(self.indices[int(i)])
+
+
 def decode_examples(source, indices, size: int, offsets=None):
     """(images uint8 [n, size, size, 3], labels int32 [n], ok bool [n]); failed slots are zero.
     `offsets` place each square crop along the longer side (None: centred)."""
@@ -53,7 +70,7 @@ def decode_examples(source, indices, size: int, offsets=None):
     return images, labels, ok
 
 
-def _decoded_chunks(source, size: int, threads: int, chunk: int):
+def decoded_chunks(source, size: int, threads: int, chunk: int):
     """Iterates decode_examples over consecutive chunks of a source, in order, on grain threads."""
     import grain
     n = len(source)
@@ -69,7 +86,7 @@ def load_arrays(source, size: int, threads: int = 0, chunk: int = 64, progress: 
     """Decodes a whole source into memory at `size` (centre crops) with grain worker threads.
     Returns (images, labels, skipped names); undecodable examples are left out."""
     n = len(source)
-    it = _decoded_chunks(source, size, threads, chunk)
+    it = decoded_chunks(source, size, threads, chunk)
     if progress:
         from tqdm.auto import tqdm
         it = tqdm(it, total=-(-n // chunk), desc=f"decoding {desc}", unit="chunk")
