@@ -2,6 +2,7 @@
 features, offline evaluation of a workdir; SimSiam's loss on hand-computed values."""
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -36,6 +37,18 @@ def test_knn_equals_brute_force():
     ref = brute_force_knn(train, labels, queries, 20, 0.1, 7)
     np.testing.assert_allclose(scores, ref, rtol=2e-4)
     assert (scores.argmax(1) == ref.argmax(1)).all()
+
+
+def test_knn_over_a_bank_sharded_on_8_devices_equals_brute_force():
+    from jax.sharding import Mesh
+    rng = np.random.default_rng(4)
+    train, queries = unit(rng.normal(size=(301, 16))), unit(rng.normal(size=(37, 16)))
+    labels = rng.integers(0, 7, 301)
+    mesh = Mesh(np.array(jax.devices()), ("data",))  # 38 rows a device (the last one padded)
+    scores = evaluate.knn_classify(train, labels, queries, k=50, temperature=0.1, num_classes=7,
+                                   chunk=16, mesh=mesh)  # k > a device's rows: merged top-k
+    np.testing.assert_allclose(scores, brute_force_knn(train, labels, queries, 50, 0.1, 7),
+                               rtol=2e-4)
 
 
 def test_knn_accuracy_on_clustered_features():
@@ -93,6 +106,26 @@ def test_linear_probe_random_features_at_chance():
     assert abs(r["top5"] - 0.5) < 0.06
 
 
+def test_minibatch_sgd_probe_reaches_the_lbfgs_optimum_on_8_devices():
+    from jax.sharding import Mesh
+
+    from effssl_jax.evaluate import linear
+    rng = np.random.default_rng(5)
+    centres = 1.5 * unit(rng.normal(size=(6, 16)))  # overlapping blobs: ~75% accuracy
+    labels = rng.integers(0, 6, 3000)
+    feats = (centres[labels] + 0.7 * rng.normal(size=(3000, 16))).astype(np.float32)
+    x, y = (feats - feats.mean(0)) / feats.std(0), labels.astype(np.int32)
+    _, _, exact = linear.fit_logistic_regression(x, y, 1e-3, num_classes=6)
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    _, steps, sgd = linear.fit_logistic_regression_sgd(x, y, 1e-3, 6, mesh=mesh)
+    assert steps == 30 * (3000 // 256) and float(exact) <= sgd <= float(exact) + 2e-3
+    probes = {o: evaluate.linear_probe(feats[:2000], labels[:2000], feats[2000:], labels[2000:],
+                                       6, optimizer=o) for o in ("lbfgs", "sgd")}
+    assert 0.6 < probes["lbfgs"]["top1"] < 0.9
+    assert abs(probes["sgd"]["top1"] - probes["lbfgs"]["top1"]) <= 0.01
+    assert probes["sgd"]["protocol"]["optimizer"].startswith("minibatch SGD")
+
+
 def test_offline_evaluation_of_a_workdir(tmp_path):
     """The offline kNN of the last checkpoint (config's k and T) equals the train loop's online
     kNN, both protocols land in eval.json, and records are appended."""
@@ -109,3 +142,60 @@ def test_offline_evaluation_of_a_workdir(tmp_path):
     records = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert len(records) == 2 and "linear" not in records[1]
     assert [(r["k"], r["temperature"]) for r in records[1]["knn"]] == [(3, 0.5)]
+    # SimSiam's linear protocol end to end: LARS on augmented images of the frozen backbone.
+    r = evaluate.main(["--workdir", workdir, "--protocol", "simsiam_linear", "--lincls-epochs",
+                       "2", "--lincls-batch-size", "16"])["simsiam_linear"]
+    assert 0 <= r["top1"] <= r["top5"] <= 1 and np.isfinite(r["final_loss"])
+    p = r["protocol"]
+    assert (p["batch_size"], p["epochs"], p["steps"]) == (16, 2, 2 * (64 // 16))
+    assert p["lr"] == pytest.approx(0.02 * 16 / 256) and p["weight_decay"] == 0.0
+
+
+def _folder(root, n=23, classes=3):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for i in range(n):
+            d = root / split / f"c{i % classes}"
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (20, 24, 3), np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def test_streamed_splits_are_the_loaded_ones_in_host_shares(tmp_path):
+    from effssl_jax import config_schema
+    from effssl_jax.data import pipeline
+    c = config_schema.default_config()
+    c.dataset = f"folder:{_folder(tmp_path)}"
+    whole = pipeline.load_split(c, "bank", 16)
+    parts = []
+    for p in range(3):  # three hosts: contiguous, disjoint shares, decoded 5 at a time
+        chunks, n, classes = pipeline.stream_split(c, "bank", 16, p, 3, chunk=5)
+        got = list(chunks)
+        assert classes == whole.num_classes == 3 and max(len(im) for im, _ in got) == 5
+        parts.append((np.concatenate([im for im, _ in got]), np.concatenate([lb for _, lb in got])))
+        assert len(parts[-1][0]) == n
+    np.testing.assert_array_equal(np.concatenate([im for im, _ in parts]), whole.images)
+    np.testing.assert_array_equal(np.concatenate([lb for _, lb in parts]), whole.labels)
+    subset = pipeline.load_split(c, "bank", 16, limit=7)
+    again = pipeline.load_split(c, "bank", 16, limit=7)
+    assert len(subset) == 7 and (subset.images == again.images).all()
+    rows = [np.flatnonzero((whole.images == im).all(axis=(1, 2, 3)))[0] for im in subset.images]
+    assert rows == sorted(set(rows))  # a fixed subset of distinct examples, in split order
+
+
+def test_streamed_features_on_8_devices_equal_the_in_memory_ones():
+    from tiny import tiny_config, tiny_experiment
+
+    from effssl_jax.evaluate.features import extract_features, make_feature_fn, stream_features
+    exp = tiny_experiment(tiny_config(), jax.devices())
+    state = exp.init(jax.random.key(0))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    fn = make_feature_fn(exp.method.net, exp.mesh, 16, 1.0, jnp.float32)
+    images = np.random.default_rng(1).integers(0, 256, (45, 16, 16, 3), np.uint8)
+    labels = np.arange(45) % 4
+    chunks = ((images[i:i + 7], labels[i:i + 7]) for i in range(0, 45, 7))
+    x, lb = stream_features(fn, variables, chunks, 45, 16, 16, exp.mesh)  # batches of 16: 3
+    np.testing.assert_array_equal(lb, labels)
+    np.testing.assert_allclose(x, extract_features(fn, variables, images, 16, exp.mesh),
+                               atol=1e-6)

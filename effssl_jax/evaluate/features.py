@@ -1,10 +1,11 @@
 """Frozen-backbone features for evaluation: eval-mode batch norm, centre crop, batch sharded over
-the mesh's data axis."""
+the mesh's data axis; from arrays in memory or streamed from a split batch by batch."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -40,3 +41,58 @@ def extract_features(feature_fn, variables, images: np.ndarray, batch_size: int,
         batch = jax.make_array_from_callback(chunk.shape, sharding, lambda index: chunk[index])
         out.append(np.asarray(feature_fn(variables, batch))[:batch_size - pad])
     return np.concatenate(out)
+
+
+def _rebatch(chunks, size: int):
+    """(images, labels) chunks of any size -> chunks of exactly `size` (the last one shorter)."""
+    images, labels, held = [], [], 0
+    for im, lb in chunks:
+        images.append(im)
+        labels.append(lb)
+        held += len(im)
+        while held >= size:
+            im_all, lb_all = np.concatenate(images), np.concatenate(labels)
+            yield im_all[:size], lb_all[:size]
+            images, labels, held = [im_all[size:]], [lb_all[size:]], held - size
+    if held:
+        yield np.concatenate(images), np.concatenate(labels)
+
+
+def stream_features(feature_fn, variables, chunks, num_local: int, image_size: int,
+                    batch_size: int, mesh) -> tuple[np.ndarray, np.ndarray]:
+    """(features [N, D], labels [N]) of a split streamed as this host's (uint8 images, labels)
+    chunks (`num_local` images in all), one global batch at a time, so that no more than a batch
+    of images is held. Each host feeds its own share; every host gets every feature (in the
+    order of the hosts' shares within each batch: kNN and probes do not depend on it)."""
+    processes = jax.process_count()
+    num_devices = mesh.devices.size
+    batch_size = max(batch_size // num_devices, 1) * num_devices
+    local = batch_size // processes
+    steps = -(-num_local // local)
+    if processes > 1:  # every host runs the same number of batches, the last ones padded
+        steps = int(multihost_utils.process_allgather(np.int32(steps)).max())
+    sharding = NamedSharding(mesh, P("data"))
+    batches = _rebatch(chunks, local)
+    features, labels, filled = None, np.empty(steps * batch_size, np.int32), 0
+    for _ in range(steps):
+        images, lb = next(batches, (None, np.zeros(0, np.int32)))
+        valid = np.zeros(local, bool)
+        valid[:len(lb)] = True
+        padded = np.zeros((local, image_size, image_size, 3), np.uint8)
+        padded_labels = np.full(local, -1, np.int32)
+        if images is not None:
+            padded[:len(images)], padded_labels[:len(lb)] = images, lb
+        x = np.asarray(feature_fn(variables, jax.make_array_from_process_local_data(sharding,
+                                                                                    padded)))
+        if processes > 1:
+            valid, padded_labels = (np.asarray(multihost_utils.process_allgather(a)).reshape(-1)
+                                    for a in (valid, padded_labels))
+        if features is None:  # one array for the split, filled in place
+            features = np.empty((steps * batch_size, x.shape[1]), np.float32)
+        kept = int(valid.sum())
+        features[filled:filled + kept] = x[valid]
+        labels[filled:filled + kept] = padded_labels[valid]
+        filled += kept
+    if features is None:
+        return np.zeros((0, 0), np.float32), labels[:0]
+    return features[:filled], labels[:filled]

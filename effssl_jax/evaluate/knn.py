@@ -8,32 +8,74 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 SOLO_LEARN_KNN = (20, 0.07)  # solo-learn's setting, reported next to the configured one
 
 
-@functools.partial(jax.jit, static_argnames=("k", "num_classes"))
-def _knn_scores(train_features, train_labels, query, k: int, temperature: float, num_classes: int):
-    sim = query @ train_features.T  # cosine similarity of L2-normalised features
-    top_sim, top_idx = jax.lax.top_k(sim, k)
-    weights = jnp.exp(top_sim / temperature)
-    votes = jax.nn.one_hot(train_labels[top_idx], num_classes) * weights[..., None]
-    return votes.sum(axis=1)  # [Q, num_classes]
+@functools.lru_cache(maxsize=None)
+def _scores_fn(mesh: Mesh, k: int, num_classes: int):
+    """jit(bank [N, D] and labels [N] sharded over `data`, queries [C, D] replicated, temperature)
+    -> class scores [C, num_classes]: every device takes the top k of its shard of the bank, the
+    devices' candidates are gathered and the top k of those vote. Padded bank rows have label -1
+    and never win. Memory per device: C x N / devices similarities."""
+
+    def local(bank, labels, query, temperature):
+        sim = query @ bank.T  # cosine similarity of L2-normalised features
+        sim = jnp.where(labels[None, :] >= 0, sim, -jnp.inf)
+        top_sim, top_idx = jax.lax.top_k(sim, min(k, bank.shape[0]))
+        sims = jax.lax.all_gather(top_sim, "data", axis=1, tiled=True)
+        votes_for = jax.lax.all_gather(labels[top_idx], "data", axis=1, tiled=True)
+        top_sim, top = jax.lax.top_k(sims, k)
+        weights = jnp.where(jnp.isfinite(top_sim), jnp.exp(top_sim / temperature), 0.0)
+        classes = jnp.take_along_axis(votes_for, top, axis=1)
+        return (jax.nn.one_hot(classes, num_classes) * weights[..., None]).sum(axis=1)
+
+    mapped = jax.shard_map(local, mesh=mesh, in_specs=(P("data"), P("data"), P(), P()),
+                           out_specs=P(), check_vma=False)
+    return jax.jit(mapped)
+
+
+SIMILARITIES_PER_DEVICE = 1 << 24  # a query chunk's similarities held per device: 64 MB
 
 
 def knn_classify(train_features, train_labels, query_features, k: int = 200,
                  temperature: float = 0.1, num_classes: int | None = None,
-                 chunk: int = 1024) -> np.ndarray:
+                 chunk: int = 1024, mesh: Mesh | None = None) -> np.ndarray:
     """Class scores [Q, C] of each query from its k nearest training features. Features must be
-    L2-normalised; queries are scored `chunk` at a time."""
-    train_labels = np.asarray(train_labels)
+    L2-normalised. The bank is sharded over the devices of `mesh` (default: this host's) and the
+    queries are scored at most `chunk` at a time, fewer when a chunk's similarities would exceed
+    SIMILARITIES_PER_DEVICE, so memory is O(bank / devices) beside the features, at any size."""
+    train_labels = np.asarray(train_labels, np.int32)
     num_classes = num_classes or int(train_labels.max()) + 1
-    k = min(k, len(train_labels))
-    tf, tl = jnp.asarray(train_features), jnp.asarray(train_labels)
-    out = [np.asarray(_knn_scores(tf, tl, jnp.asarray(query_features[i:i + chunk]), k,
-                                  temperature, num_classes))
-           for i in range(0, len(query_features), chunk)]
-    return np.concatenate(out)
+    n, k = len(train_labels), min(k, len(train_labels))
+    mesh = mesh or Mesh(np.array(jax.local_devices()), ("data",))
+    rows = -(-n // mesh.shape["data"])  # a device's share of the bank
+
+    def shard(a, fill):  # a device's rows of `a`, the last ones padded (no full padded copy)
+        def rows_of(index):
+            start = index[0].start or 0
+            part = a[start:min(start + rows, n)]
+            return np.concatenate([part, np.full((rows - len(part),) + a.shape[1:], fill,
+                                                 a.dtype)]) if len(part) < rows else part
+        return jax.make_array_from_callback((rows * mesh.shape["data"],) + a.shape[1:],
+                                            NamedSharding(mesh, P("data")), rows_of)
+
+    bank = shard(np.asarray(train_features, np.float32), 0.0)
+    labels = shard(train_labels, -1)
+    fn = _scores_fn(mesh, k, num_classes)
+    chunk = max(min(chunk, len(query_features), SIMILARITIES_PER_DEVICE // rows), 1)
+    replicated = NamedSharding(mesh, P())
+    out = []
+    for i in range(0, len(query_features), chunk):
+        q = np.zeros((chunk, bank.shape[1]), np.float32)  # one shape: one compile
+        part = np.asarray(query_features[i:i + chunk], np.float32)
+        q[:len(part)] = part
+        q = jax.make_array_from_callback(q.shape, replicated, lambda idx, q=q: q[idx])
+        out.append(np.asarray(jax.device_get(fn(bank, labels, q, np.float32(temperature))))
+                   [:len(part)])
+    return np.concatenate(out) if out else np.zeros((0, num_classes), np.float32)
 
 
 def topk_accuracy(scores, labels, ks=(1, 5)) -> dict[str, float]:

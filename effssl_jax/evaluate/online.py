@@ -1,5 +1,6 @@
 """The train loop's kNN monitor: backbone features of the held-out split against the labelled
-bank split, compiled once before training starts."""
+bank split (both held in memory, at most eval.online_subset images each), compiled once before
+training starts; the bank is sharded over the run's devices (knn.py)."""
 from __future__ import annotations
 
 import jax
@@ -31,4 +32,4 @@ class OnlineKnn:
         bank, queries = (extract_features(self.feature_fn, variables, d.images, self.batch_size,
                                           self.mesh) for d in (self.bank, self.eval_split))
         return knn_accuracy(bank, self.bank.labels, queries, self.eval_split.labels,
-                            num_classes=self.bank.num_classes, **self.settings)
+                            num_classes=self.bank.num_classes, mesh=self.mesh, **self.settings)
