@@ -31,9 +31,9 @@ setup(
         "effssl-prepare=effssl_jax.data.prepare:main",
     ]},
     extras_require={
-        # torch is only needed for the PyTorch/torchvision parity tests and export; ruff lints.
+        # torch is only needed for the PyTorch/torchvision/timm parity tests and export; ruff lints.
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6", "torch>=2.9,<=2.14.1",
-                 "torchvision>=0.24,<=0.29.1"],
+                 "torchvision>=0.24,<=0.29.1", "timm>=1.0"],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
     },
