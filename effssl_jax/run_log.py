@@ -136,6 +136,11 @@ class PendingMetrics:
         new, self._completed = done - self._completed, done
         return new
 
+    @property
+    def uncounted(self) -> int:
+        """Pending steps that newly_completed has not counted yet."""
+        return len(self._items) - self._completed
+
     @contextlib.contextmanager
     def paused(self):
         t0 = time.perf_counter()
@@ -172,7 +177,6 @@ class RunLog:
         self._max_skipped = config.optim.max_skipped_in_a_row
         self._max_update_ratio = config.optim.max_update_ratio
         self.skipped_in_a_row = 0
-        self._shown = 0  # pending steps already counted in the bar
         self._bar_args = (total_steps, start, bool(config.progress_bar) and main_process)
         self._bar = None
         self.last_checkpoint: int | None = start or None
@@ -191,17 +195,15 @@ class RunLog:
             images: int) -> None:
         self._pending.add({"step": done, "epoch": plan.epoch(done), "resolution": resolution,
                            "magnitude": magnitude}, device_metrics, images)
-        shown = self._pending.newly_completed()  # the bar counts finished steps only
-        self._shown += shown
-        self.bar.update(shown)
+        self.bar.update(self._pending.newly_completed())  # the bar counts finished steps only
 
     def flush(self) -> bool:
         """Fetches and logs the pending steps' metrics; True when `stop` asks to end the run.
         A non-finite loss, gradient or state raises DivergenceError naming the step and the last
         checkpoint (`last_checkpoint`, kept up to date by the loop)."""
+        uncounted = self._pending.uncounted
         records = self._pending.fetch()  # waits for every pending step
-        self.bar.update(len(records) - self._shown)
-        self._shown = 0
+        self.bar.update(uncounted)
         for record in records:
             if self._stop is not None and self._stop(record):
                 return True
