@@ -35,26 +35,28 @@ def _bytes_limit(device) -> int | None:
     return (stats or {}).get("bytes_limit")
 
 
-def upload(images: np.ndarray, mesh: Mesh) -> jax.Array:
-    """`images` [N, ...] as one global array sharded on its first axis over `data`, padded with
-    zero rows to a multiple of the axis size. Each process uploads only its devices' rows."""
+def upload(array: np.ndarray, mesh: Mesh, fill=0, what: str = "the pretraining split"):
+    """`array` [N, ...] as one global array sharded on its first axis over `data`, padded with
+    `fill` rows to a multiple of the axis size; each process uploads only its devices' rows. More
+    than MAX_MEMORY_FRACTION of a device's memory is refused in one line."""
     devices = mesh.shape["data"]
-    rows = -(-len(images) // devices) * devices
-    per_device = rows // devices * int(np.prod(images.shape[1:])) * images.itemsize
-    limit = _bytes_limit(mesh.devices.flat[0])
+    rows = -(-len(array) // devices)  # a device's
+    per_device = rows * int(np.prod(array.shape[1:])) * array.itemsize
+    limit = _bytes_limit(jax.local_devices()[0])
     if limit and per_device > MAX_MEMORY_FRACTION * limit:
-        raise DataError(f"the pretraining split needs {per_device / 2**30:.2f} GiB per device, "
-                        f"more than {MAX_MEMORY_FRACTION:.0%} of the {limit / 2**30:.1f} GiB a "
-                        "device has; use --config.data.loader=memory or grain, a smaller "
+        raise DataError(f"{what} needs {per_device / 2**30:.2f} GiB per device, more than "
+                        f"{MAX_MEMORY_FRACTION:.0%} of the {limit / 2**30:.1f} GiB a device has; "
+                        "use --config.data.loader=memory or grain, a smaller "
                         "--config.image_size, or more devices")
-    shape = (rows,) + images.shape[1:]
 
     def shard(index):
-        start, stop, _ = index[0].indices(rows)
-        block = images[start:min(stop, len(images))]
-        return np.pad(block, [(0, stop - start - len(block))] + [(0, 0)] * (images.ndim - 1))
+        start, stop, _ = index[0].indices(rows * devices)
+        block = array[start:min(stop, len(array))]
+        return np.pad(block, [(0, stop - start - len(block))] + [(0, 0)] * (array.ndim - 1),
+                      constant_values=fill)
 
-    return jax.make_array_from_callback(shape, NamedSharding(mesh, P("data")), shard)
+    return jax.make_array_from_callback((rows * devices,) + array.shape[1:],
+                                        NamedSharding(mesh, P("data")), shard)
 
 
 @functools.lru_cache(maxsize=None)

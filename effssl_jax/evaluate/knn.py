@@ -11,6 +11,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from effssl_jax.data.device_loader import upload
+
 SOLO_LEARN_KNN = (20, 0.07)  # solo-learn's setting, reported next to the configured one
 
 
@@ -52,18 +54,8 @@ def knn_classify(train_features, train_labels, query_features, k: int = 200,
     n, k = len(train_labels), min(k, len(train_labels))
     mesh = mesh or Mesh(np.array(jax.local_devices()), ("data",))
     rows = -(-n // mesh.shape["data"])  # a device's share of the bank
-
-    def shard(a, fill):  # a device's rows of `a`, the last ones padded (no full padded copy)
-        def rows_of(index):
-            start = index[0].start or 0
-            part = a[start:min(start + rows, n)]
-            return np.concatenate([part, np.full((rows - len(part),) + a.shape[1:], fill,
-                                                 a.dtype)]) if len(part) < rows else part
-        return jax.make_array_from_callback((rows * mesh.shape["data"],) + a.shape[1:],
-                                            NamedSharding(mesh, P("data")), rows_of)
-
-    bank = shard(np.asarray(train_features, np.float32), 0.0)
-    labels = shard(train_labels, -1)
+    bank = upload(np.asarray(train_features, np.float32), mesh, what="the kNN memory bank")
+    labels = upload(train_labels, mesh, fill=-1, what="the kNN memory bank")
     fn = _scores_fn(mesh, k, num_classes)
     chunk = max(min(chunk, len(query_features), SIMILARITIES_PER_DEVICE // rows), 1)
     replicated = NamedSharding(mesh, P())
