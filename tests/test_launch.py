@@ -67,7 +67,6 @@ def _assert_continues_exactly(workdir, uninterrupted):
         assert m["loss"] == reference[m["step"]], m["step"]
 
 
-@pytest.mark.xdist_group("uninterrupted")  # shares a module fixture
 def test_resume_after_sigkill_continues_exactly(tmp_path, uninterrupted):
     killed = tmp_path / "killed"
     proc = launch(killed, *RESUME_ARGS, wait=False)
@@ -86,7 +85,6 @@ def test_resume_after_sigkill_continues_exactly(tmp_path, uninterrupted):
     assert summary["compiled_steps"] == 1  # the resumed process's one bucket
 
 
-@pytest.mark.xdist_group("uninterrupted")  # shares a module fixture
 def test_sigterm_saves_the_current_step_and_the_rerun_continues_exactly(tmp_path, uninterrupted):
     """SIGTERM (a preemption notice) at a random step: the run finishes that step, saves it
     (whatever the 4-step cadence) and exits with EXIT_PREEMPTED."""

@@ -48,7 +48,6 @@ def busy_then_finished(tmp_path_factory):
             first.wait()
 
 
-@pytest.mark.xdist_group("busy_then_finished")  # shares a module fixture
 def test_second_run_on_a_busy_workdir_fails_in_one_line(busy_then_finished):
     wd, pid, first_rc, second = busy_then_finished
     assert second.returncode == 2, second.stderr[-3000:]
@@ -62,7 +61,6 @@ def test_second_run_on_a_busy_workdir_fails_in_one_line(busy_then_finished):
     assert not (wd / ".lock").exists()  # released at the end
 
 
-@pytest.mark.xdist_group("busy_then_finished")  # shares a module fixture
 def test_rerunning_a_finished_launch_is_a_noop(busy_then_finished):
     wd = busy_then_finished[0]
     files = {name: (wd / name).read_bytes()

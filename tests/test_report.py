@@ -17,7 +17,6 @@ def two_runs(tmp_path_factory):
             tiny_run(root / "f1clr", "simsiam_f1clr", epochs=2))
 
 
-@pytest.mark.xdist_group("two_runs")  # shares a module fixture
 def test_report_speedup_is_ratio_of_pflops(two_runs, tmp_path):
     base, f1clr = two_runs
     out = tmp_path / "report"
@@ -43,7 +42,6 @@ def test_report_speedup_is_ratio_of_pflops(two_runs, tmp_path):
         assert os.path.getsize(out / png) > 10_000
 
 
-@pytest.mark.xdist_group("two_runs")  # shares a module fixture
 def test_baseline_flag_and_cost_curve(two_runs, tmp_path):
     base, f1clr = two_runs
     rows = report.build_report([base, f1clr], str(tmp_path), baseline=f1clr)
@@ -55,7 +53,6 @@ def test_baseline_flag_and_cost_curve(two_runs, tmp_path):
     assert all(a[1] < b[1] and a[2] < b[2] for a, b in zip(points, points[1:]))
 
 
-@pytest.mark.xdist_group("two_runs")  # shares a module fixture
 def test_cost_curve_of_runs_logged_without_cost_fields(two_runs):
     """Runs from before eval lines carried pflops/train_time_s: the curve is rebuilt from the
     logged steps (every step logged here, so the PFLOPs agree with the recorded ones)."""
@@ -96,7 +93,6 @@ def _tensorboard_scalars(workdir) -> dict[str, dict[int, float]]:
     return out
 
 
-@pytest.mark.xdist_group("two_runs")  # shares a module fixture
 def test_tensorboard_has_the_metrics_of_metrics_jsonl(two_runs):
     base, _ = two_runs
     scalars = _tensorboard_scalars(base)
