@@ -28,3 +28,19 @@ def persistent_compilation_cache(tmp_path_factory, worker_id):
     shared = root.parent if worker_id != "master" else root  # xdist: pytest-N/popen-gwK
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(shared / ".jax_cache")
     compile_lib.enable_persistent_cache(str(root / "run"))
+
+
+def made_once(tmp_path_factory, worker_id: str, name: str, make):
+    """The folder `name`, filled by make(folder) once for the whole test session: the first xdist
+    worker to ask makes it under a file lock and the other waits and reuses it, so an expensive
+    fixture (a finished tiny run) is not made once per worker."""
+    import filelock
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if worker_id != "master" else root
+    folder = root / name
+    with filelock.FileLock(str(folder) + ".lock"):
+        if not (folder / ".made").exists():
+            folder.mkdir(exist_ok=True)
+            make(folder)
+            (folder / ".made").touch()
+    return folder

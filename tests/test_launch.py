@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import COMPILE_FAST
+from conftest import COMPILE_FAST, made_once
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config", "configs/quickstart.py", "--config.method=simsiam", "--config.model.width=8",
@@ -40,19 +40,23 @@ RESUME_ARGS = ["--config.epochs=2", "--config.log_every_steps=1",
                "--config.checkpoint_every_steps=4", "--config.eval.every_epochs=1"]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    """({step: loss}, summary) of an uninterrupted 16-step run, the reference for resumed ones."""
-    full = tmp_path_factory.mktemp("full")
-    r = launch(full, *RESUME_ARGS)
-    assert r.returncode == 0, r.stderr[-3000:]
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory, worker_id):
+    """({step: loss}, summary) of an uninterrupted 16-step run, the reference for resumed ones
+    (made once for all workers)."""
+    def make(full):
+        r = launch(full, *RESUME_ARGS)
+        assert r.returncode == 0, r.stderr[-3000:]
+        (full / "stdout.txt").write_text(r.stdout)
+    full = made_once(tmp_path_factory, worker_id, "uninterrupted", make)
+    stdout = (full / "stdout.txt").read_text()
     # Each phase that can take a while is announced, then timed (the first step's compile may
     # already be done when the loop asks for it, so its line is not asserted).
     for phase in ("opening the data (synthetic, decoded at 16 px)",
                   "building the model and counting the plan's cost", "compiling the kNN monitor",
                   "kNN at initialisation (256 bank, 64 query images)"):
         assert re.search(rf"^{re.escape(phase)} \.\.\.\n(.*\n)*{re.escape(phase)}: [0-9.]+ s$",
-                         r.stdout, re.M), (phase, r.stdout[:2000])
+                         stdout, re.M), (phase, stdout[:2000])
     reference = {m["step"]: m["loss"] for m in metrics(full) if "loss" in m}
     assert sorted(reference) == list(range(1, 17))
     return reference, json.loads((full / "summary.json").read_text())
