@@ -61,16 +61,20 @@ def _subset(n: int, limit: int, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng([seed, 2]).choice(n, limit, replace=False))
 
 
+def _limited(data: ArrayDataset, limit: int, seed: int) -> ArrayDataset:
+    """`data`, or its fixed random subset of `limit` examples (_subset)."""
+    chosen = _subset(len(data), limit, seed)
+    return data if chosen is None else dataclasses.replace(
+        data, images=data.images[chosen], labels=data.labels[chosen])
+
+
 def load_split(config, split: str, image_size: int, limit: int = 0) -> ArrayDataset:
     """A split decoded into memory at image_size x image_size (centre crops); `limit` > 0: a
     fixed random subset of that many examples (seeded by config.seed), the rest never decoded.
     split: 'train' (pretraining), 'bank' (labelled kNN / probe memory bank) or 'eval'."""
     info = datasets.info_for(config.dataset)
     if config.dataset == "synthetic":
-        data = _synthetic_split(config, split, image_size)
-        chosen = _subset(len(data), limit, config.seed)
-        return data if chosen is None else dataclasses.replace(
-            data, images=data.images[chosen], labels=data.labels[chosen])
+        return _limited(_synthetic_split(config, split, image_size), limit, config.seed)
     source = sources.open_source(config, split)
     where = getattr(source, "root", None) or getattr(source, "description", config.dataset)
     if len(source) == 0:
@@ -148,11 +152,8 @@ def open_run_data(config, image_size: int):
         train = load_split(config, "train", image_size)
         if info.bank_split != info.train_split:
             bank = load_split(config, "bank", image_size, limit)
-        elif (chosen := _subset(len(train), limit, config.seed)) is not None:
-            bank = dataclasses.replace(train, images=train.images[chosen],
-                                       labels=train.labels[chosen])
         else:
-            bank = train
+            bank = _limited(train, limit, config.seed)
     else:
         train = _stream_source(config)
         bank = load_split(config, "bank", image_size, limit)
