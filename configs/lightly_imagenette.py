@@ -13,8 +13,8 @@ The efficient row keeps the paper's ratios (Sec. 4): eps_max twice the cosine lr
 0.2), momentum 0.95 -> 0.85 -> 0.95, Super Progressive from 3/7 of r_max (paper 96 of 224) in 32
 px buckets (64, 96, 128), Hard Augment's 6 views scored at 32 px (paper 64 of 224).
 
-The split is held in device memory (`data.loader=device`, 9469 images at 128 px: 0.47 GB), so the
-host does no work per step. The data is the shared Imagenette at 160 px (`data_dir`).
+The split is held in device memory (`data.loader=device`), so the host does no work per step.
+The data is the shared Imagenette at 160 px (`data_dir`).
 """
 from configs import simsiam_baseline
 

@@ -1,8 +1,8 @@
 """The device-resident loader (`--config.data.loader=device`): a split decoded into memory is
 uploaded once, sharded over the mesh's `data` axis, and each step's batch is gathered on the
 devices by index, so a step costs the host one upload of its batch indices (4 bytes an image).
-This is what keeps a GPU fed on small datasets (Imagenette at 160 px is 0.73 GB, CIFAR-10
-0.15 GB); the paper used DALI for the same reason.
+This is what keeps a GPU fed on datasets that fit in its memory (docs/data.md); the paper
+used DALI for the same reason.
 
 Same order (data/order.py), same iterator state and same batches as the memory loader: the gather
 of step t returns exactly the global array that the memory loader's host batches of step t make.
