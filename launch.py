@@ -45,9 +45,10 @@ def main(argv):
     cpu_flags.set_default_xla_flags()  # before JAX starts; a user's XLA_FLAGS win
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint file at INFO
-    from effssl_jax import cli, distributed, lr_range_test, train  # after flags: fast --help
+    from effssl_jax import cli, distributed, experiment, lr_range_test, train  # fast --help
 
     config, workdir = _CONFIG.value, _WORKDIR.value or default_workdir()
+    experiment.enable_dtype(config.dtype)
 
     def entry():
         if _DISTRIBUTED.value:

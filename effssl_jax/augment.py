@@ -177,9 +177,12 @@ def blur_kernel_size(out_size: int) -> int:
 # ----------------------------------------------------------------------------
 
 def _to_float(image):
+    """float32, or float64 under 64-bit JAX (dtype=float64 runs: views then agree across device
+    layouts, where float32's codegen for another per-device batch differs by an ulp)."""
+    dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
     if jnp.issubdtype(image.dtype, jnp.integer):
-        return image.astype(jnp.float32) / 255.0
-    return image.astype(jnp.float32)
+        return image.astype(dtype) / 255.0
+    return image.astype(dtype)
 
 
 def _crop_params(key, height: int, width: int, scale, ratio, attempts: int = 10):

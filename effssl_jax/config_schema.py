@@ -21,7 +21,7 @@ from effssl_jax.models.resnet import BACKBONES
 
 SCHEDULES = ("cosine", "warmup_cosine", "one_cycle", "f1clr", "constant", "exponential")
 RESOLUTION_SCHEDULES = ("fixed", "progressive", "super_progressive")
-DTYPES = ("auto", "float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16", "float64")
 DATA_LOADERS = ("auto", "memory", "grain", "device")
 ON_NONFINITE = ("stop", "skip")
 WARMUP_SCHEDULES = ("f1clr", "warmup_cosine")  # the schedules that read optim.warmup_epochs
@@ -63,7 +63,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.width = 64
     c.model.cifar_stem = False
     c.model.conv_impl = "auto"  # 'auto' | 'xla' | 'matmul' (im2col on CPU where XLA is slow)
-    c.dtype = "auto"  # 'auto': bfloat16 on GPU/TPU, float32 on CPU
+    c.dtype = "auto"  # 'auto': bfloat16 on GPU/TPU, float32 on CPU; 'float64': layout checks
 
     # Method hyper-parameters; each method reads its own sub-dict.
     c.simsiam = ml_collections.ConfigDict(dict(

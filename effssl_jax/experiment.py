@@ -20,11 +20,24 @@ from effssl_jax.plan import Plan
 from effssl_jax.step import StepSpec, create_state, data_mesh, make_step_fn
 
 
+def enable_dtype(name: str) -> None:
+    """Turns on 64-bit JAX for dtype=float64 (before the run's first JAX work); else nothing."""
+    if name == "float64":
+        jax.config.update("jax_enable_x64", True)
+
+
 def compute_dtype(name: str):
-    """'auto': bfloat16 on GPU/TPU, float32 on CPU (parameters stay float32 either way)."""
+    """'auto': bfloat16 on GPU/TPU, float32 on CPU (parameters stay float32 either way).
+
+    'float64' computes and keeps the parameters in float64 (64-bit JAX only). It is for checks
+    that runs on different device layouts agree: in float32 a few steps of a small network
+    amplify the rounding of reductions done in another order into visibly different losses."""
+    if name == "float64" and not jax.config.jax_enable_x64:
+        raise config_schema.ConfigError("dtype=float64 needs 64-bit JAX: call "
+                                        "experiment.enable_dtype first, or set JAX_ENABLE_X64=1")
     if name == "auto":
         return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}[name]
 
 
 def sizes(config) -> tuple[int, int]:
@@ -89,8 +102,9 @@ def build(config, num_train: int, mesh: Mesh | None = None, dtype=None) -> Exper
     method = build_method(config, dtype, plan.steps_per_epoch, plan.total_steps)
     tx = optim.from_config(config.optim, plan.lr, plan.momentum)
     replicated = NamedSharding(mesh, P())
-    init = jax.jit(lambda rng: create_state(method, tx, rng, config.progressive.r_max),
-                   out_shardings=replicated)
+    param_dtype = jnp.float64 if dtype == jnp.float64 else jnp.float32
+    init = jax.jit(lambda rng: create_state(method, tx, rng, config.progressive.r_max,
+                                            param_dtype), out_shardings=replicated)
     abstract = checkpoint.abstract_like(jax.eval_shape(init, jax.random.key(config.seed)),
                                         replicated)
     return Experiment(config, plan, method, tx, mesh, dtype, init, abstract)

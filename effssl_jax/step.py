@@ -31,10 +31,12 @@ class TrainState(flax.struct.PyTreeNode):
     rng: jax.Array
 
 
-def create_state(method, tx, rng, resolution: int) -> TrainState:
+def create_state(method, tx, rng, resolution: int, param_dtype=jnp.float32) -> TrainState:
+    """The initial state; its parameters and BN statistics are cast to `param_dtype`."""
     init_rng, rng = jax.random.split(rng)
     x = jnp.zeros((2, resolution, resolution, 3), jnp.float32)
-    variables = method.net.init(init_rng, x, train=False)
+    variables = jax.tree.map(lambda v: v.astype(param_dtype),
+                             method.net.init(init_rng, x, train=False))
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     target_params, target_batch_stats = {}, {}
     if method.target_net is not None:

@@ -1,4 +1,4 @@
-"""--distributed: where its settings come from, and one-line errors (docs/multihost.md)."""
+"""--distributed: where its settings come from, and one-line errors (docs/multi_host.md)."""
 import re
 import subprocess
 import sys

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny import compiled_step, put_batch, tiny_config, tiny_images
+from tiny import compiled_step, put_batch, tiny_config, tiny_experiment, tiny_images
 
 from effssl_jax import config_schema, optim
 from effssl_jax.experiment import compute_dtype
@@ -66,3 +66,13 @@ def test_compute_dtype_names():
     assert compute_dtype("auto") == (jnp.float32 if jax.default_backend() == "cpu"
                                      else jnp.bfloat16)
     assert "bfloat16" in config_schema.DTYPES
+
+
+def test_float64_needs_64_bit_jax_and_keeps_parameters_in_float64():
+    with pytest.raises(config_schema.ConfigError, match="needs 64-bit JAX"):
+        compute_dtype("float64")
+    with jax.enable_x64(True):
+        assert compute_dtype("float64") == jnp.float64
+        state = tiny_experiment(tiny_config(), jax.devices()[:1], jnp.float64).abstract_state
+        assert {x.dtype for x in jax.tree.leaves((state.params, state.batch_stats))} == {
+            jnp.dtype(jnp.float64)}

@@ -1,6 +1,7 @@
 """The evaluate command: kNN and linear-probe accuracy of a workdir's checkpoint.
 
     python -m effssl_jax.evaluate --workdir DIR [--protocol knn|linear|all] [--step N]
+        [--distributed]
 
 extracts centre-cropped backbone features of the labelled bank split (kNN memory bank / probe
 training set: the train split, or STL-10's labelled train split) and the eval split once, runs
@@ -20,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from effssl_jax import cli, config_schema, experiment, run_log
+from effssl_jax import cli, config_schema, distributed, experiment, run_log
 from effssl_jax.data import datasets, pipeline
 from effssl_jax.evaluate import lincls
 from effssl_jax.evaluate.features import make_feature_fn, stream_features
@@ -89,6 +90,7 @@ def evaluate_workdir(workdir: str, protocols=("knn", "linear"), step: int | None
     [(k, temperature), ...] (default: the config's, then solo-learn's k=20, T=0.07);
     lincls_options override lincls.SIMSIAM_LINEAR."""
     config = config_schema.from_workdir(workdir)
+    experiment.enable_dtype(config.dtype)
     eval_res, image_size = experiment.sizes(config)
     num_pretrain = pipeline.num_train_examples(config)
     exp, state, ckpt_step = experiment.restore(workdir, step, num_pretrain)
@@ -172,14 +174,26 @@ def main(argv=None) -> dict:
     parser.add_argument("--probe", choices=("lbfgs", "sgd"), default="lbfgs",
                         help="the linear probe's optimizer: full-batch L-BFGS (exact; the "
                              "features on one device) or minibatch SGD (memory bounded)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="several hosts: every host runs the same command (docs/multi_host.md)")
+    parser.add_argument("--coordinator_address", default=None,
+                        help="with --distributed: process 0's HOST:PORT (default: detected)")
+    parser.add_argument("--num_processes", type=int, default=None,
+                        help="with --distributed: the number of processes (default: detected)")
+    parser.add_argument("--process_id", type=int, default=None,
+                        help="with --distributed: this process's id (default: detected)")
     args = parser.parse_args(argv)
+    if args.distributed:
+        distributed.initialize(coordinator_address=args.coordinator_address,
+                               num_processes=args.num_processes, process_id=args.process_id)
     protocols = ("knn", "linear") if args.protocol == "all" else (args.protocol,)
     lincls_options = {k: v for k, v in (("epochs", args.lincls_epochs),
                                         ("batch_size", args.lincls_batch_size)) if v}
     record = evaluate_workdir(args.workdir, protocols, args.step, args.knn,
                               {"optimizer": args.probe}, lincls_options=lincls_options)
-    print(describe(record), flush=True)
-    print(f"appended to {os.path.join(args.workdir, 'eval.json')}", flush=True)
+    if distributed.is_main_process():
+        print(describe(record), flush=True)
+        print(f"appended to {os.path.join(args.workdir, 'eval.json')}", flush=True)
     return record
 
 

@@ -67,7 +67,8 @@ class DINOHead(nn.Module):
                 x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                                  dtype=self.dtype)(x)
             x = nn.gelu(x, approximate=False)  # torch.nn.GELU
-        x = l2_normalize(dense(self.bottleneck_dim)(x).astype(jnp.float32))
+        x = dense(self.bottleneck_dim)(x)
+        x = l2_normalize(x.astype(jnp.promote_types(x.dtype, jnp.float32)))
         return WeightNormDense(self.num_prototypes, self.norm_last_layer, name="last_layer")(x)
 
 

@@ -26,7 +26,8 @@ def nt_xent(z_a, z_b, temperature):
     equals the usual NT-Xent mean over the 2B anchors.
     """
     b = z_a.shape[0]
-    z = l2_normalize(jnp.concatenate([z_a, z_b]).astype(jnp.float32))
+    z = jnp.concatenate([z_a, z_b])
+    z = l2_normalize(z.astype(jnp.promote_types(z.dtype, jnp.float32)))
     logits = z @ z.T / temperature
     logits = jnp.where(jnp.eye(2 * b, dtype=bool), -jnp.inf, logits)  # not its own negative
     positive = jnp.concatenate([jnp.arange(b, 2 * b), jnp.arange(b)])

@@ -56,7 +56,7 @@ class MLP(nn.Module):
         x = Dense(self.out_dim, use_bias=self.out_bias, dtype=self.dtype)(x)
         if self.out_bn:
             x = bn(use_scale=self.out_bn_affine, use_bias=self.out_bn_affine)(x)
-        return x.astype(jnp.float32)
+        return x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bf16 -> f32, f64 stays
 
 
 class SSLNet(nn.Module):
