@@ -114,3 +114,16 @@ def flops_of(lowered) -> float:
                                "cpu to JAX_PLATFORMS (e.g. JAX_PLATFORMS=cuda,cpu)") from e
         analysis = _jax.hlo_module_cost_analysis(cpu, lowered.compiler_ir("hlo").as_hlo_module())
     return float(analysis.get("flops", 0.0))
+
+
+def forward_flops(module, resolutions) -> dict[int, float]:
+    """{resolution: XLA's FLOPs (flops_of) of one image's forward through `module` in evaluation
+    mode}, lowered on abstract inputs (nothing is compiled or run). The variables' shapes are
+    taken at the largest resolution; a module whose parameters depend on the input side (a ViT's
+    position embedding does not: it is stored for its img_size and resampled) is not meant."""
+    resolutions = sorted(int(r) for r in resolutions)
+    image = lambda r: jax.ShapeDtypeStruct((1, r, r, 3), jnp.float32)
+    variables = jax.eval_shape(lambda x: module.init(jax.random.key(0), x, train=False),
+                               image(resolutions[-1]))
+    forward = jax.jit(lambda v, x: module.apply(v, x, train=False))
+    return {r: flops_of(forward.lower(variables, image(r))) for r in resolutions}

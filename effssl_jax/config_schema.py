@@ -16,8 +16,9 @@ import ml_collections
 from effssl_jax.data import datasets
 from effssl_jax.errors import CheckpointError, ConfigError
 from effssl_jax.methods import METHODS
+from effssl_jax.models import backbones
+from effssl_jax.models.backbones import BACKBONES
 from effssl_jax.models.cpu_conv import CONV_IMPLS
-from effssl_jax.models.resnet import BACKBONES
 
 SCHEDULES = ("cosine", "warmup_cosine", "one_cycle", "f1clr", "constant", "exponential")
 RESOLUTION_SCHEDULES = ("fixed", "progressive", "super_progressive")
@@ -25,6 +26,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float64")
 DATA_LOADERS = ("auto", "memory", "grain", "device")
 ON_NONFINITE = ("stop", "skip")
 WARMUP_SCHEDULES = ("f1clr", "warmup_cosine")  # the schedules that read optim.warmup_epochs
+OPTIMIZERS = ("sgd", "adamw")  # optim.py
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -63,6 +65,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.width = 64
     c.model.cifar_stem = False
     c.model.conv_impl = "auto"  # 'auto' | 'xla' | 'matmul' (im2col on CPU where XLA is slow)
+    # ViTs (arch vit_tiny | vit_small | vit_base; width, cifar_stem and conv_impl are ResNets'):
+    # the patch side, which every resolution of the run must be a multiple of, and the side the
+    # position embedding is stored for (timm's img_size; 0: progressive.r_max), resampled to
+    # every other resolution.
+    c.model.patch_size = 16
+    c.model.img_size = 0
     c.dtype = "auto"  # 'auto': bfloat16 on GPU/TPU, float32 on CPU; 'float64': layout checks
 
     # Method hyper-parameters; each method reads its own sub-dict.
@@ -79,6 +87,8 @@ def default_config() -> ml_collections.ConfigDict:
         student_temperature=0.1, teacher_temperature=0.07, warmup_teacher_temperature=0.04,
         warmup_teacher_temperature_epochs=30, center_momentum=0.9, tau_base=0.9995,
         freeze_last_layer_epochs=1.0))
+    c.mocov3 = ml_collections.ConfigDict(dict(  # its ViT recipe; sources in methods/mocov3.py
+        proj_hidden=4096, proj_dim=256, pred_hidden=4096, temperature=0.2, tau_base=0.99))
 
     c.optim = ml_collections.ConfigDict()
     c.optim.schedule = "cosine"
@@ -91,6 +101,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim.weight_decay = 5e-4
     c.optim.decay_bn_and_bias = False
     c.optim.clip_grad_norm = 0.0  # > 0: clip the gradient's global norm (DINO's 3.0); 0: off
+    # 'sgd' | 'adamw' (decoupled weight decay; beta1 is the schedule's momentum, so F1-CLR cycles
+    # it between momentum_high and momentum_low as it does SGD's momentum)
+    c.optim.optimizer = "sgd"
+    c.optim.beta2 = 0.999  # AdamW's second-moment decay (torch.optim.AdamW's default)
+    # >= 0: weight decay follows a cosine from weight_decay to this over training (DINO's ViT
+    # recipe: 0.04 -> 0.4); negative: constant weight_decay
+    c.optim.weight_decay_end = -1.0
     c.optim.lr_range = (1e-4, 10.0)  # lr_range_test mode: exponential from..to
     # A step whose loss, gradients or new state are not finite, or whose update is larger than
     # max_update_ratio x the weights (step.is_healthy): 'stop' the run (nothing after the last
@@ -186,6 +203,16 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
         _fail("need 0 <= optim.momentum_low <= optim.momentum_high < 1")
     if c.optim.clip_grad_norm < 0:
         _fail(f"optim.clip_grad_norm={c.optim.clip_grad_norm} must be >= 0 (0: no clipping)")
+    if c.optim.optimizer not in OPTIMIZERS:
+        _fail(f"optim.optimizer={c.optim.optimizer!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
+    if c.optim.optimizer == "adamw" and not (0 <= c.optim.momentum < 1 and 0 <= c.optim.beta2 < 1):
+        _fail(f"optim.momentum={c.optim.momentum} (AdamW's beta1) and optim.beta2="
+              f"{c.optim.beta2} must lie in [0, 1)")
+    if c.optim.weight_decay < 0:
+        _fail(f"optim.weight_decay={c.optim.weight_decay} must be >= 0")
+    if c.method == "mocov3" and not (c.mocov3.temperature > 0 and 0 <= c.mocov3.tau_base <= 1):
+        _fail(f"mocov3.temperature={c.mocov3.temperature} must be positive and mocov3.tau_base="
+              f"{c.mocov3.tau_base} in [0, 1]")
     if c.optim.on_nonfinite not in ON_NONFINITE:
         _fail(f"optim.on_nonfinite={c.optim.on_nonfinite!r} is unknown; valid: "
               f"{', '.join(ON_NONFINITE)}")
@@ -214,6 +241,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
         _fail(f"hard_augment.num_views={h.num_views} must be >= 2")
     if h.enabled and h.r_sel <= 0:
         _fail(f"hard_augment.r_sel={h.r_sel} must be positive")
+    _check_resolution_multiples(c)
     if c.dtype not in DTYPES:
         _fail(f"dtype={c.dtype!r} is unknown; valid: {', '.join(DTYPES)}")
     if c.mode not in ("train", "lr_range_test"):
@@ -233,13 +261,41 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
                   + ("checkpoints to keep" if key == "keep_checkpoints" else "steps"))
 
 
+def _check_resolution_multiples(c) -> None:
+    """The backbone's constraint on input sides (backbones.resolution_multiple): for a ViT every
+    resolution the run uses, the buckets' steps, Hard Augment's r_sel and the evaluation's, must
+    be a multiple of model.patch_size. ResNets take any side (their rule is bucket_step's)."""
+    if backbones.is_vit(c.model.arch) and c.model.patch_size <= 0:
+        _fail(f"model.patch_size={c.model.patch_size} must be positive (ViTs: e.g. 16)")
+    if c.model.img_size < 0:
+        _fail(f"model.img_size={c.model.img_size} must be >= 0 (0: progressive.r_max)")
+    multiple = backbones.resolution_multiple(c.model)
+    if multiple == 1:
+        return
+    p = c.progressive
+    keys = {"progressive.r_max": p.r_max, "model.img_size": c.model.img_size,
+            "eval.resolution": c.eval.resolution}  # 0 (automatic) is a multiple
+    if p.schedule != "fixed":
+        keys.update({"progressive.r_min": p.r_min, "progressive.bucket_step": p.bucket_step})
+    if c.hard_augment.enabled:
+        keys["hard_augment.r_sel"] = c.hard_augment.r_sel
+    for key, value in keys.items():
+        if value % multiple:
+            below, above = value // multiple * multiple, (value // multiple + 1) * multiple
+            fix = f"{below} or {above}" if below else f"{above}"
+            _fail(f"{key}={value} is not a multiple of model.patch_size={multiple} "
+                  f"({c.model.arch} tiles its input into {multiple} px patches); set "
+                  f"--config.{key}={fix}, or another multiple of {multiple}")
+
+
 # What a resumed run may not change: these set the state's shapes or the data order, so the
 # checkpoint and the examples already seen would belong to another run. fnmatch patterns over
 # dotted keys; {method} is the run's method. Everything else (the lr and its schedule, epochs,
 # evaluation, logging, checkpoint cadences, augmentation, resolution plan) may change.
 RESUME_FIXED = ("method", "seed", "batch_size", "dataset", "synthetic_train_size", "model.*",
                 "{method}.proj_*", "{method}.pred_hidden", "{method}.queue_size",
-                "{method}.bottleneck_dim", "{method}.num_prototypes", "{method}.norm_last_layer")
+                "{method}.bottleneck_dim", "{method}.num_prototypes", "{method}.norm_last_layer",
+                "optim.optimizer")
 
 
 def _flat(config: ml_collections.ConfigDict) -> dict:
@@ -267,6 +323,9 @@ def resume_changes(workdir: str, config: ml_collections.ConfigDict) -> dict:
     if "optim.clip_grad_norm" in changes and (changes["optim.clip_grad_norm"][0] > 0) != (
             config.optim.clip_grad_norm > 0):
         refused.append("optim.clip_grad_norm")
+    if (backbones.is_vit(config.model.arch) and not config.model.img_size
+            and "progressive.r_max" in changes):  # it sets the position embedding's shape
+        refused.append("progressive.r_max")
     if refused:
         _fail(f"{workdir} holds a run whose {', '.join(f'{k}={changes[k][0]!r}' for k in refused)}"
               f" cannot change on resume (they set the state's shapes or the data order; asked: "

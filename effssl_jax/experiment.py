@@ -14,8 +14,8 @@ from jax.sharding import PartitionSpec as P
 
 from effssl_jax import augment, checkpoint, config_schema, methods, optim
 from effssl_jax import plan as plan_lib
-from effssl_jax.compile import CompiledSteps
-from effssl_jax.models import resnet
+from effssl_jax.compile import CompiledSteps, forward_flops
+from effssl_jax.models import backbones
 from effssl_jax.plan import Plan
 from effssl_jax.step import StepSpec, create_state, data_mesh, make_step_fn
 
@@ -48,14 +48,26 @@ def sizes(config) -> tuple[int, int]:
 
 
 def build_method(config, dtype, steps_per_epoch: int, total_steps: int):
-    m = config.model
-    backbone = resnet.get_backbone(m.arch, width=m.width, cifar_stem=m.cifar_stem, dtype=dtype,
-                                   conv_impl=m.conv_impl)
     view = augment.ViewConfig(crop_scale=tuple(config.augment.crop_scale),
                               blur_prob=config.augment.blur_prob)
     return methods.get_method(config, methods.MethodContext(
-        backbone=backbone, feature_dim=resnet.feature_dim(m.arch, m.width), view_config=view,
-        dtype=dtype, steps_per_epoch=steps_per_epoch, total_steps=total_steps))
+        backbone=backbones.from_config(config, dtype), feature_dim=backbones.feature_dim(
+            config.model), view_config=view, dtype=dtype, steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps))
+
+
+def with_measured_costs(config, plan: Plan) -> Plan:
+    """`plan` with the backbone's FLOPs of one image's forward at each of its buckets (and at
+    r_max), measured by XLA's cost analysis, where eq. 9's r^2 cost model does not describe the
+    backbone (ViTs: backbones.cost_is_quadratic); the plan's predicted speed-up then comes from
+    them. Unchanged for ResNets. Lowered, not compiled, at batch 1 (FLOPs scale with the batch),
+    in float32 whatever the run computes in, so that the plan does not depend on the device (a
+    bfloat16 program adds its casts)."""
+    if backbones.cost_is_quadratic(config.model.arch):
+        return plan
+    resolutions = sorted({*plan.resolutions, plan.r_max})
+    per_image = forward_flops(backbones.from_config(config, jnp.float32), resolutions)
+    return dataclasses.replace(plan, forward_flops=tuple(per_image.items()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,9 +110,9 @@ def build(config, num_train: int, mesh: Mesh | None = None, dtype=None) -> Exper
     not the state's shapes). Default mesh: all devices; default dtype: config.dtype."""
     mesh = data_mesh() if mesh is None else mesh
     dtype = compute_dtype(config.dtype) if dtype is None else dtype
-    plan = plan_lib.make_plan(config, num_train)
+    plan = with_measured_costs(config, plan_lib.make_plan(config, num_train))
     method = build_method(config, dtype, plan.steps_per_epoch, plan.total_steps)
-    tx = optim.from_config(config.optim, plan.lr, plan.momentum)
+    tx = optim.from_config(config.optim, plan.lr, plan.momentum, plan.total_steps)
     replicated = NamedSharding(mesh, P())
     param_dtype = jnp.float64 if dtype == jnp.float64 else jnp.float32
     init = jax.jit(lambda rng: create_state(method, tx, rng, config.progressive.r_max,

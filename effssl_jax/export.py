@@ -1,6 +1,8 @@
-"""The pretrained backbone of a run as a torchvision ResNet state_dict (.pt) and as a .npz.
+"""The pretrained backbone of a run as a torchvision ResNet or timm ViT state_dict (.pt) and as a
+.npz.
 
     python -m effssl_jax.export --workdir DIR --out backbone.pt [--step N]
+        [--format torchvision|timm]
 
 writes backbone.pt (torch needed only for this file; `--out x.npz` writes the .npz alone),
 backbone.npz (the same arrays under the same torchvision names, for users without torch) and
@@ -15,6 +17,14 @@ A width-64 ImageNet-stem backbone is exactly torchvision's resnet18/resnet50 (re
 (3x3 stride-1 conv1, no max-pool) is torchvision's with conv1 and maxpool replaced, as
 `torchvision_resnet(meta)` builds; torchvision cannot express other widths, whose weights still
 export with the same names and transposed shapes.
+
+ViTs (the default for them, `--format timm`) export timm's state_dict (vit.to_timm), and
+backbone.json holds what builds the matching timm model (`timm_model`, `timm_kwargs`: patch size,
+img_size the position embedding is stored for, widths, no classifier, `dynamic_img_size` so that
+any side that is a multiple of the patch size runs, as in training); `timm_vit(meta)` does it:
+
+    model = timm.create_model(meta["timm_model"], pretrained=False, **meta["timm_kwargs"])
+    model.load_state_dict(torch.load("backbone.pt"))   # features: model(x), the class token's
 """
 from __future__ import annotations
 
@@ -24,9 +34,11 @@ import os
 
 import numpy as np
 
-from effssl_jax import cli, experiment
+from effssl_jax import cli, config_schema, experiment
 from effssl_jax.errors import UserError
-from effssl_jax.models import convert, resnet
+from effssl_jax.models import backbones, convert, resnet, vit
+
+FORMATS = ("torchvision", "timm")  # the families they hold: ResNets, ViTs
 
 
 def backbone_variables(variables: dict) -> dict:
@@ -60,18 +72,39 @@ def torchvision_resnet(meta: dict):
     return model
 
 
-def export_workdir(workdir: str, out: str, step: int | None = None) -> dict:
-    """Writes OUT (.pt or .npz), the .npz next to it and a .json of its meta; returns the meta."""
-    exp, state, ckpt_step = experiment.restore(workdir, step)
-    config = exp.config
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    state_dict = backbone_state_dict(backbone_variables(variables))
+def timm_vit(meta: dict):
+    """The timm VisionTransformer matching backbone.json's meta of a ViT (no classifier)."""
+    import timm
+    return timm.create_model(meta["timm_model"], pretrained=False, **meta["timm_kwargs"])
+
+
+def export_workdir(workdir: str, out: str, step: int | None = None,
+                   format: str | None = None) -> dict:
+    """Writes OUT (.pt or .npz), the .npz next to it and a .json of its meta; returns the meta.
+    format: 'torchvision' (ResNets) or 'timm' (ViTs); None: the backbone's own."""
+    config = config_schema.from_workdir(workdir)
     m = config.model
-    meta = {"arch": m.arch, "width": m.width, "cifar_stem": bool(m.cifar_stem),
-            "checkpoint_step": ckpt_step, "workdir": os.path.abspath(workdir),
-            "method": config.method, "feature_dim": resnet.feature_dim(m.arch, m.width),
-            "input": "RGB in [0, 1] normalised with the ImageNet mean/std, NCHW for torch",
-            "torchvision_compatible": m.width == 64}
+    own = backbones.export_format(m.arch)
+    format = format or own
+    if format not in FORMATS:
+        raise UserError(f"--format {format} is unknown; valid: {', '.join(FORMATS)}")
+    if format != own:
+        raise UserError(f"{m.arch} exports in the {own} format, not {format}; use --format {own}")
+    exp, state, ckpt_step = experiment.restore(workdir, step)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    meta = {"arch": m.arch, "format": format, "checkpoint_step": ckpt_step,
+            "workdir": os.path.abspath(workdir), "method": config.method,
+            "feature_dim": backbones.feature_dim(m),
+            "input": "RGB in [0, 1] normalised with the ImageNet mean/std, NCHW for torch"}
+    if format == "timm":
+        state_dict = vit.to_timm(backbone_variables(variables)["params"])
+        img_size = backbones.vit_img_size(config)
+        meta["timm_model"], meta["timm_kwargs"] = vit.timm_spec(m.arch, m.patch_size, img_size)
+        meta.update(patch_size=m.patch_size, img_size=img_size, dynamic_img_size=True)
+    else:
+        state_dict = backbone_state_dict(backbone_variables(variables))
+        meta.update(width=m.width, cifar_stem=bool(m.cifar_stem),
+                    torchvision_compatible=m.width == 64)
     stem, ext = os.path.splitext(out)
     if os.path.dirname(out):
         os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -92,14 +125,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--workdir", required=True, help="the run's folder")
     parser.add_argument("--out", default="backbone.pt", help="FILE.pt (and FILE.npz) or FILE.npz")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="state_dict layout: torchvision (ResNets) or timm (ViTs); default: "
+                             "the backbone's")
     args = parser.parse_args(argv)
-    meta = export_workdir(args.workdir, args.out, args.step)
+    meta = export_workdir(args.workdir, args.out, args.step, args.format)
     stem = os.path.splitext(args.out)[0]
     written = [args.out] if args.out.endswith(".npz") else [args.out, stem + ".npz"]
-    print(f"{meta['arch']} (width {meta['width']}, {'CIFAR' if meta['cifar_stem'] else 'ImageNet'}"
-          f" stem) from step {meta['checkpoint_step']}: wrote {', '.join(written)}, {stem}.json",
-          flush=True)
-    if not meta["torchvision_compatible"]:
+    what = (f"patch {meta['patch_size']}, img_size {meta['img_size']}, timm {meta['timm_model']}"
+            if meta["format"] == "timm" else
+            f"width {meta['width']}, {'CIFAR' if meta['cifar_stem'] else 'ImageNet'} stem")
+    print(f"{meta['arch']} ({what}) from step {meta['checkpoint_step']}: wrote "
+          f"{', '.join(written)}, {stem}.json", flush=True)
+    if meta["format"] == "torchvision" and not meta["torchvision_compatible"]:
         print("note: width != 64 does not fit torchvision's resnet; the names and layouts are "
               "torchvision's", flush=True)
     return meta

@@ -81,3 +81,13 @@ def predicted_speedup(stages: list[Stage], r_max: int) -> float:
     total = sum(s.steps for s in stages)
     cost = sum(s.steps * (s.resolution / r_max) ** 2 for s in stages)
     return total / cost
+
+
+def measured_speedup(stages: list[Stage], flops: dict[int, float], r_max: int) -> float:
+    """The cost ratio of eq. 9 with each step's cost measured instead of modelled as r^2:
+    sum_t flops(r_max) / sum_t flops(r_t), `flops` holding the (forward) FLOPs at every stage's
+    resolution and r_max. For backbones whose cost is not quadratic in resolution (a ViT's
+    attention is quadratic in tokens, i.e. in r^2)."""
+    total = sum(s.steps for s in stages)
+    cost = sum(s.steps * flops[s.resolution] for s in stages)
+    return total * flops[r_max] / cost

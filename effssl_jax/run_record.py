@@ -96,7 +96,9 @@ def summary(config, plan, record: RunRecord, gflops_per_step: dict, step: int,
         "pflops_by_resolution": {k: v / 1e15 for k, v in record.flops_by_resolution.items()},
         "steps_by_resolution": record.steps_by_resolution,
         "gflops_per_step": gflops_per_step,
-        "predicted_speedup_resolution": plan.predicted_speedup,
+        "predicted_speedup_resolution": plan.predicted_speedup,  # measured FLOPs for ViTs
+        "predicted_speedup_basis": plan.predicted_speedup_basis,
+        "predicted_speedup_eq9": plan.predicted_speedup_r2,
         "compiled_steps": compiled_steps,
         "skipped_images": skipped_images,  # undecodable files met by this process
     }

@@ -79,6 +79,14 @@ def ema_cosine_schedule(base: float, total_steps: int) -> Schedule:
     return schedule
 
 
+def cosine_between_schedule(start: float, end: float, total_steps: int) -> Schedule:
+    """Half-cosine from `start` to `end` over training: end + (start - end) (cos(pi k / K) + 1) / 2
+    (DINO's utils.cosine_scheduler without warm-up, as its weight decay 0.04 -> 0.4 uses)."""
+    def schedule(step):
+        return end + (start - end) * _half_cosine(step / total_steps)
+    return schedule
+
+
 def exponential_schedule(start: float, end: float, total_steps: int) -> Schedule:
     """Exponential rise from `start` to `end` (the LR range test of Smith, 2018)."""
     def schedule(step):

@@ -160,6 +160,8 @@ def make_step_fn(method, tx, spec: StepSpec, dtype):
         update_ratio = optax.tree.norm(updates) / jnp.maximum(optax.tree.norm(state.params), 1e-12)
         metrics.update(loss=loss, lr=hyper["learning_rate"], momentum=hyper["momentum"],
                        grad_norm=grad_norm, param_norm=param_norm, update_ratio=update_ratio)
+        if "weight_decay" in hyper:  # optim.py's optimizers (scheduled: optim.weight_decay_end)
+            metrics["weight_decay"] = hyper["weight_decay"]
         new_state = state.replace(step=step + 1, params=params, batch_stats=batch_stats,
                                   opt_state=opt_state, target_params=target_params,
                                   target_batch_stats=target_stats, method_state=method_state)

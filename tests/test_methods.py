@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from test_mocov3 import ref_mocov3 as ref_mocov3_pairs  # moco-v3's loss, in torch
 
 from effssl_jax import augment, config_schema, hard_augment, optim, schedules
 from effssl_jax.methods import METHODS, MethodContext
@@ -37,6 +38,8 @@ def small_config():
     c.mocov2plus.proj_hidden, c.mocov2plus.proj_dim, c.mocov2plus.queue_size = 32, D, QUEUE
     c.dino.proj_hidden, c.dino.bottleneck_dim, c.dino.num_prototypes = 32, 8, PROTOS
     c.dino.warmup_teacher_temperature_epochs = 2
+    c.mocov3.proj_hidden = c.mocov3.pred_hidden = 32
+    c.mocov3.proj_dim = D
     return c
 
 
@@ -59,7 +62,7 @@ def embeddings(name, seed, views=None):
     vec = lambda dim, scale=1.0: (scale * rng.standard_normal(shape + (dim,))).astype(np.float32)
     if name == "simsiam":
         online, target = {"proj": vec(D), "pred": vec(D)}, None
-    elif name == "byol":
+    elif name in ("byol", "mocov3"):
         online, target = {"proj": vec(D), "pred": vec(D)}, {"proj": vec(D)}
     elif name == "simclr":
         online, target = {"proj": vec(D)}, None
@@ -157,8 +160,13 @@ def ref_dino(oa, ob, ta, tb, state, step):
     return total / n_terms
 
 
+def ref_mocov3(oa, ob, ta, tb, state, step):  # moco-v3 builder.py, in test_mocov3.py
+    return ref_mocov3_pairs(oa["pred"], ob["pred"], ta["proj"], tb["proj"],
+                            CONFIG.mocov3.temperature)
+
+
 REFERENCES = {"simsiam": ref_simsiam, "byol": ref_byol, "simclr": ref_simclr,
-              "mocov2plus": ref_mocov2plus, "dino": ref_dino}
+              "mocov2plus": ref_mocov2plus, "dino": ref_dino, "mocov3": ref_mocov3}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -419,7 +427,7 @@ def test_dino_freezes_its_last_layer_for_the_first_epoch():
 
 LOSS_KEYS = {"simsiam": ({"proj", "pred"}, None), "byol": ({"pred"}, {"proj"}),
              "simclr": ({"proj"}, None), "mocov2plus": ({"proj"}, {"proj"}),
-             "dino": ({"proj"}, {"proj"})}
+             "dino": ({"proj"}, {"proj"}), "mocov3": ({"pred"}, {"proj"})}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -445,7 +453,8 @@ def test_networks_on_a_tiny_resnet(name):
         flat = dict(jax.tree_util.tree_flatten_with_path(params)[0])
         for path, leaf in jax.tree_util.tree_flatten_with_path(target_params)[0]:
             assert path in flat and flat[path].shape == leaf.shape
-        assert ("predictor" in params) == (name == "byol") and "predictor" not in target_params
+        assert (("predictor" in params) == (name in ("byol", "mocov3"))
+                and "predictor" not in target_params)
     else:
         assert target_keys is None
     loss = jax.eval_shape(lambda o, tg: method.pair_loss(o, o, tg, tg, method.init_state(), 0),

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from effssl_jax.errors import ConfigError
-from effssl_jax.methods import byol, dino, mocov2plus, simclr, simsiam
+from effssl_jax.methods import byol, dino, mocov2plus, mocov3, simclr, simsiam
 from effssl_jax.methods.base import MethodContext
 
 METHODS = {"simsiam": simsiam.make, "byol": byol.make, "simclr": simclr.make,
-           "mocov2plus": mocov2plus.make, "dino": dino.make}
+           "mocov2plus": mocov2plus.make, "dino": dino.make, "mocov3": mocov3.make}
 
 
 def get_method(config, context: MethodContext):

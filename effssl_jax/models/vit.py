@@ -18,8 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# name: (embed_dim, depth, num_heads), as timm's vit_{tiny,small,base}_patch16_224.
-ARCHS = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6), "vit_base": (768, 12, 12)}
+# name: (embed_dim, depth, num_heads), as timm's vit_{tiny,small,base}_patch16_224; vit_micro
+# (ViT-Ti's 3 heads, 2 blocks of width 48) is for tests and demos, as resnet10 is for ResNets.
+ARCHS = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6), "vit_base": (768, 12, 12),
+         "vit_micro": (48, 2, 3)}
 
 
 def resample_pos_embed(pos_embed, grid: int, num_prefix_tokens: int = 1):
@@ -47,8 +49,8 @@ class Attention(nn.Module):
         head_dim = self.dim // self.num_heads
         qkv = nn.Dense(3 * self.dim, dtype=self.dtype, name="qkv")(x)
         q, k, v = qkv.reshape(b, n, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)
-        weights = jax.nn.softmax((q @ k.swapaxes(-1, -2)).astype(jnp.float32)
-                                 / np.sqrt(head_dim), axis=-1).astype(self.dtype)
+        logits = (q @ k.swapaxes(-1, -2)).astype(jnp.promote_types(self.dtype, jnp.float32))
+        weights = jax.nn.softmax(logits / np.sqrt(head_dim), axis=-1).astype(self.dtype)
         out = (weights @ v).transpose(0, 2, 1, 3).reshape(b, n, self.dim)
         return nn.Dense(self.dim, dtype=self.dtype, name="proj")(out)
 
@@ -93,7 +95,8 @@ class PatchEmbed(nn.Module):
 
 class ViT(nn.Module):
     """The ViT backbone: images [B, H, H, 3] (H a multiple of patch_size) -> class-token
-    features [B, embed_dim]. `train` is accepted for the ResNet interface (no dropout here)."""
+    features [B, embed_dim] (float32, or float64 in float64 runs, whatever `dtype` computes).
+    `train` is accepted for the ResNet interface (no dropout here)."""
     embed_dim: int = 192
     depth: int = 12
     num_heads: int = 3
@@ -121,7 +124,7 @@ class ViT(nn.Module):
             h = Block(self.embed_dim, self.num_heads, self.mlp_ratio, self.dtype,
                       name=f"blocks_{i}")(h)
         h = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(h)
-        return h[:, 0]
+        return h[:, 0].astype(jnp.promote_types(h.dtype, jnp.float32))  # as ResNets' features
 
     def features(self, x, train: bool = False):
         return self(x, train)
@@ -133,6 +136,22 @@ def get_vit(name: str, patch_size: int = 16, img_size: int = 224, **kw) -> ViT:
     dim, depth, heads = ARCHS[name]
     return ViT(embed_dim=dim, depth=depth, num_heads=heads, patch_size=patch_size,
                img_size=img_size, **kw)
+
+
+def timm_spec(name: str, patch_size: int = 16, img_size: int = 224) -> tuple[str, dict]:
+    """(timm model name, `timm.create_model` kwargs) of the same network, for
+    `timm.create_model(model_name, pretrained=False, **kwargs)` and then `load_state_dict` of
+    to_timm's dict: timm's vit_*_patch16_224 with the patch and image size (and vit_micro's
+    widths) overridden, no classifier (the class token's output, as here), and
+    `dynamic_img_size`, so that timm resamples the position embedding for any input side that is
+    a multiple of the patch size, as this module does."""
+    if name not in ARCHS:
+        raise ValueError(f"unknown ViT {name!r}; valid names: {sorted(ARCHS)}")
+    dim, depth, heads = ARCHS[name]
+    timm_name = f"{'vit_tiny' if name == 'vit_micro' else name}_patch16_224"
+    return timm_name, {"patch_size": patch_size, "img_size": img_size, "embed_dim": dim,
+                       "depth": depth, "num_heads": heads, "num_classes": 0,
+                       "global_pool": "token", "dynamic_img_size": True}
 
 
 def _flat(tree, prefix=()):
