@@ -99,3 +99,38 @@ def test_imagenette_ablation_keeps_the_papers_ratios(scale):
     assert full.hard_augment.r_sel == round(64 / 224 * full.progressive.r_max)
     with pytest.raises(ValueError, match="unknown scale"):
         config_schema.from_recipe(f"{path}:ca,20,cifar32")
+
+
+VIT_RECIPES = ("dino_vit_baseline", "dino_vit_f1clr", "mocov3_vit_baseline", "mocov3_vit_f1clr")
+
+
+@pytest.mark.parametrize("recipe", VIT_RECIPES)
+def test_vit_recipe_is_valid_and_builds(recipe):
+    """The ViT recipes: AdamW under the methods' schedules, the efficient ones at 0.6 of the
+    epochs with F1-CLR (fixed warm-up, beta1 anti-phased), SP on multiples of the 16 px patch and
+    Hard Augment; each builds its method and optimizer state (a ViT-micro stands in for ViT-S)."""
+    from effssl_jax import optim
+    from effssl_jax.step import create_state
+    config = config_schema.from_recipe(os.path.join(ROOT, "configs", f"{recipe}.py"))
+    config_schema.validate(config, num_devices=8)
+    assert (config.model.arch, config.model.patch_size) == ("vit_small", 16)
+    assert config.optim.optimizer == "adamw"
+    baseline = config_schema.from_recipe(
+        os.path.join(ROOT, "configs", recipe.replace("f1clr", "baseline") + ".py"))
+    plan = plan_lib.make_plan(config, 1_281_167)  # ImageNet-1k
+    if recipe.endswith("f1clr"):
+        assert config.epochs == 0.6 * baseline.epochs
+        assert config.optim.schedule == "f1clr" and config.hard_augment.enabled
+        assert config.optim.warmup_epochs == baseline.optim.warmup_epochs
+        assert plan.resolutions == (96, 128, 160, 192, 224)
+        assert float(plan.momentum(0)) == pytest.approx(0.95)  # beta1, eq. 8
+        assert float(plan.momentum(plan.warmup_steps)) == pytest.approx(0.85)
+    else:
+        assert config.optim.schedule == "warmup_cosine" and plan.resolutions == (224,)
+    config.model.arch = "vit_micro"
+    config.dino.update(num_prototypes=64, proj_hidden=32, bottleneck_dim=16)
+    config.mocov3.update(proj_hidden=32, proj_dim=16, pred_hidden=32)
+    method = experiment.build_method(config, jnp.float32, plan.steps_per_epoch, plan.total_steps)
+    tx = optim.from_config(config.optim, plan.lr, plan.momentum, plan.total_steps)
+    state = jax.eval_shape(lambda: create_state(method, tx, jax.random.key(0), 32))
+    assert "pos_embed" in state.params["backbone"]

@@ -1,0 +1,25 @@
+"""DINO ViT-S/16 with the paper's three strategies, as configs/simsiam_f1clr.py applies them to
+SimSiam: 0.6 of the baseline's epochs (the paper's 480 of 800), F1-CLR with a fixed warm-up of
+DINO's 10 epochs (eq. 8: half-cosine rise to the peak, cosine decay to 0) and AdamW's beta1
+anti-phased between 0.95 and 0.85 (as fastai's one-cycle cycles Adam's momentum), Super
+Progressive Learning (224 px during the warm-up, then 96 -> 224 px in 32 px buckets: multiples of
+the 16 px patch), Hard Augment with 6 views scored at 64 px. Otherwise as
+configs/dino_vit_baseline.py.
+
+The peak lr is the baseline's: the paper takes eps_max from an LR range test (SGD: 2x the
+baseline's); for AdamW and ViTs none has been run yet, so run `configs/lr_range_test.py` with
+this recipe's method and backbone before a long run.
+"""
+from configs import dino_vit_baseline
+
+
+def get_config(arg=None):
+    c = dino_vit_baseline.get_config()
+    c.name = "dino_vit_f1clr"
+    c.epochs = 60
+    c.optim.schedule, c.optim.warmup_epochs = "f1clr", 10
+    c.optim.momentum_low, c.optim.momentum_high = 0.85, 0.95
+    c.progressive.schedule = "super_progressive"
+    c.progressive.r_min, c.progressive.r_max, c.progressive.bucket_step = 96, 224, 32
+    c.hard_augment.enabled, c.hard_augment.num_views, c.hard_augment.r_sel = True, 6, 64
+    return c

@@ -1,0 +1,33 @@
+"""MoCo v3 with a ViT-S/16 on ImageNet, as facebookresearch/moco-v3 CONFIG.md trains it
+(Chen, Xie, He, ICCV 2021): 300 epochs, AdamW (betas 0.9, 0.999), lr 1.5e-4 x batch / 256
+(`--lr=1.5e-4`, batch 1024 here: 6e-4; CONFIG.md's ViT-S runs use 1024 - 4096), linear warm-up for
+40 epochs then cosine, weight decay 0.1 on every parameter (main_moco.py passes all of them to
+AdamW), temperature 0.2, momentum encoder 0.99 -> 1 (cosine), projector 3 layers and predictor 2
+of 4096 hidden, 256 out (config.mocov3; methods/mocov3.py).
+
+What this library does not do: the frozen random patch projection (`--stop-grad-conv1`), which
+MoCo v3 reports stabilises ViT training.
+
+    python launch.py --config configs/mocov3_vit_baseline.py --config.data_dir=/path/to/tfds
+"""
+from effssl_jax.config_schema import default_config
+
+
+def get_config(arg=None):
+    c = default_config()
+    c.name = "mocov3_vit_baseline"
+    c.method = "mocov3"
+    c.dataset = "imagenet2012"
+    c.model.arch, c.model.patch_size = "vit_small", 16
+    c.batch_size, c.epochs = 1024, 300
+    c.optim.optimizer = "adamw"
+    c.optim.schedule, c.optim.warmup_epochs = "warmup_cosine", 40
+    c.optim.lr = 1.5e-4 * c.batch_size / 256
+    c.optim.momentum, c.optim.beta2 = 0.9, 0.999
+    c.optim.weight_decay, c.optim.decay_bn_and_bias = 0.1, True
+    c.mocov3.update(proj_hidden=4096, proj_dim=256, pred_hidden=4096, temperature=0.2,
+                    tau_base=0.99)
+    c.augment.crop_scale = (0.08, 1.0)  # main_moco.py: RandomResizedCrop(224, scale=(0.08, 1.))
+    c.progressive.schedule, c.progressive.r_max = "fixed", 224
+    c.eval.every_epochs, c.eval.online_subset = 10, 10000  # as configs/dino_vit_baseline.py
+    return c
