@@ -304,14 +304,26 @@ def first_step(method: str, seeds=(0, 1, 2)) -> str:
         return float(loss), float(norm)
 
     def torch_into_flax(nets):
-        """The PyTorch peer's weights in the library's network (the SimCLR projector's layout)."""
+        """The PyTorch peer's weights in the library's network: torchvision's backbone through
+        models.convert, each head's Linear and BatchNorm1d layers in order (heads.MLP's names)."""
         variables = convert.from_torchvision(nets["backbone"].state_dict())
-        layers = [m for m in nets["projector"] if isinstance(m, torch.nn.Linear)]
-        projector = {f"Dense_{i}": {"Dense_0": {"kernel": m.weight.detach().numpy().T,
-                                                "bias": m.bias.detach().numpy()}}
-                     for i, m in enumerate(layers)}
-        return {"params": {"backbone": variables["params"], "projector": projector},
-                "batch_stats": {"backbone": variables["batch_stats"]}}
+        params, stats = {"backbone": variables["params"]}, {"backbone": variables["batch_stats"]}
+        for head in ("projector", "predictor"):
+            if head not in nets:
+                continue
+            dense = [m for m in nets[head] if isinstance(m, torch.nn.Linear)]
+            norms = [m for m in nets[head] if isinstance(m, torch.nn.BatchNorm1d)]
+            params[head] = {f"Dense_{i}": {"Dense_0": {
+                "kernel": m.weight.detach().numpy().T,
+                **({"bias": m.bias.detach().numpy()} if m.bias is not None else {})}}
+                for i, m in enumerate(dense)}
+            for i, m in enumerate(norms):
+                if m.affine:
+                    params[head][f"BatchNorm_{i}"] = {"scale": m.weight.detach().numpy(),
+                                                      "bias": m.bias.detach().numpy()}
+                stats.setdefault(head, {})[f"BatchNorm_{i}"] = {
+                    "mean": m.running_mean.numpy(), "var": m.running_var.numpy()}
+        return {"params": params, "batch_stats": stats}
 
     lines = [f"first step of {method}, batch {config.batch_size}, {size} px: loss, gradient norm",
              "| initialisation | seed | loss | gradient norm |", "|---|---|---|---|"]
@@ -323,9 +335,8 @@ def first_step(method: str, seeds=(0, 1, 2)) -> str:
         nets = _torch_nets(config)
         row = "| torchvision's | %d | %.4f | %.3f |" % (seed, *torch_loss_grad(nets))
         lines.append(row)
-        if method == "simclr":
-            lines.append("| torchvision's, in the library's network | %d | %.4f | %.3f |"
-                         % (seed, *jax_loss_grad(torch_into_flax(nets))))
+        lines.append("| torchvision's, in the library's network | %d | %.4f | %.3f |"
+                     % (seed, *jax_loss_grad(torch_into_flax(nets))))
     return "\n".join(lines)
 
 
