@@ -81,7 +81,8 @@ def ema_cosine_schedule(base: float, total_steps: int) -> Schedule:
 
 def cosine_between_schedule(start: float, end: float, total_steps: int) -> Schedule:
     """Half-cosine from `start` to `end` over training: end + (start - end) (cos(pi k / K) + 1) / 2
-    (DINO's utils.cosine_scheduler without warm-up, as its weight decay 0.04 -> 0.4 uses)."""
+    (DINO's utils.cosine_scheduler without warm-up, as its weight decay 0.04 -> 0.4 uses; MoCo
+    v2+'s target momentum base -> final_tau, solo-learn's cosine momentum)."""
     def schedule(step):
         return end + (start - end) * _half_cosine(step / total_steps)
     return schedule

@@ -30,13 +30,6 @@ from effssl_jax.models.heads import MLP, SSLNet
 QUEUE_SEED = 0
 
 
-def ema_cosine_to(base: float, final: float, total_steps: int) -> schedules.Schedule:
-    """tau = final - (final - base) * (cos(pi k / K) + 1) / 2 (solo-learn's cosine momentum);
-    equals schedules.ema_cosine_schedule when final == 1."""
-    half_cosine = schedules.cosine_schedule(1.0, total_steps)
-    return lambda step: final - (final - base) * half_cosine(step)
-
-
 def info_nce(q, k, queue, temperature):
     """Per-sample cross-entropy of the positive key among [k, queue] (q, k, queue L2-normalised)."""
     k = jax.lax.stop_gradient(k)
@@ -88,6 +81,7 @@ def make(cfg, ctx: MethodContext) -> MoCoV2Plus:
                     hidden_bn=False, dtype=ctx.dtype)
     net = SSLNet(ctx.backbone, projector)
     return MoCoV2Plus(net=net, target_net=net,
-                      ema_schedule=ema_cosine_to(cfg.tau_base, cfg.final_tau, ctx.total_steps),
+                      ema_schedule=schedules.cosine_between_schedule(
+                          cfg.tau_base, cfg.final_tau, ctx.total_steps),
                       view_configs=(ctx.view_config, ctx.view_config),
                       temperature=cfg.temperature, queue_size=cfg.queue_size, dim=cfg.proj_dim)
