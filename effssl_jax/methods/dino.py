@@ -28,6 +28,7 @@ from effssl_jax import schedules
 from effssl_jax.augment import ViewConfig
 from effssl_jax.methods.base import MethodContext, MethodDefaults, l2_normalize
 from effssl_jax.methods.byol import asymmetric_views
+from effssl_jax.models.dtypes import at_least_float32
 from effssl_jax.models.heads import SSLNet, torch_linear_init
 
 
@@ -67,8 +68,7 @@ class DINOHead(nn.Module):
                 x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                                  dtype=self.dtype)(x)
             x = nn.gelu(x, approximate=False)  # torch.nn.GELU
-        x = dense(self.bottleneck_dim)(x)
-        x = l2_normalize(x.astype(jnp.promote_types(x.dtype, jnp.float32)))
+        x = l2_normalize(at_least_float32(dense(self.bottleneck_dim)(x)))
         return WeightNormDense(self.num_prototypes, self.norm_last_layer, name="last_layer")(x)
 
 

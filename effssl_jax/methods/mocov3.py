@@ -36,15 +36,15 @@ from effssl_jax import schedules
 from effssl_jax.augment import ViewConfig
 from effssl_jax.methods.base import MethodContext, MethodDefaults, l2_normalize
 from effssl_jax.methods.byol import asymmetric_views
+from effssl_jax.models.dtypes import at_least_float32
 from effssl_jax.models.heads import MLP, SSLNet
 
 
 def contrastive_loss(q, k, temperature):
     """Per-sample ctr(q, k) [B]: 2T x the cross-entropy of query i's own key k_i among all keys
     (moco-v3 `contrastive_loss`, whose batch mean is this one's mean). k gets no gradient."""
-    dtype = jnp.promote_types(q.dtype, jnp.float32)
-    q = l2_normalize(q.astype(dtype))
-    k = l2_normalize(jax.lax.stop_gradient(k).astype(dtype))
+    q = l2_normalize(at_least_float32(q))
+    k = l2_normalize(at_least_float32(jax.lax.stop_gradient(k)))
     logits = q @ k.T / temperature
     return 2 * temperature * (jax.nn.logsumexp(logits, axis=1) - jnp.diagonal(logits))
 

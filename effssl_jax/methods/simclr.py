@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from effssl_jax.augment import ViewConfig
 from effssl_jax.methods.base import MethodContext, MethodDefaults, l2_normalize
+from effssl_jax.models.dtypes import at_least_float32
 from effssl_jax.models.heads import MLP, SSLNet
 
 
@@ -26,8 +27,7 @@ def nt_xent(z_a, z_b, temperature):
     equals the usual NT-Xent mean over the 2B anchors.
     """
     b = z_a.shape[0]
-    z = jnp.concatenate([z_a, z_b])
-    z = l2_normalize(z.astype(jnp.promote_types(z.dtype, jnp.float32)))
+    z = l2_normalize(at_least_float32(jnp.concatenate([z_a, z_b])))
     logits = z @ z.T / temperature
     logits = jnp.where(jnp.eye(2 * b, dtype=bool), -jnp.inf, logits)  # not its own negative
     positive = jnp.concatenate([jnp.arange(b, 2 * b), jnp.arange(b)])

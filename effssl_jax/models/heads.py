@@ -6,6 +6,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from effssl_jax.models.dtypes import at_least_float32
+
 
 def torch_linear_init(fan_in_axis: int = 0):
     """PyTorch's nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernel and bias."""
@@ -56,7 +58,7 @@ class MLP(nn.Module):
         x = Dense(self.out_dim, use_bias=self.out_bias, dtype=self.dtype)(x)
         if self.out_bn:
             x = bn(use_scale=self.out_bn_affine, use_bias=self.out_bn_affine)(x)
-        return x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bf16 -> f32, f64 stays
+        return at_least_float32(x)
 
 
 class SSLNet(nn.Module):

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from effssl_jax.models import cpu_conv
+from effssl_jax.models.dtypes import at_least_float32
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu').
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -135,7 +136,7 @@ class ResNet(nn.Module):
                 x = block_cls(self.width * 2**i, strides, conv, norm,
                               name=f'layer{i + 1}_{j}')(x)
 
-        x = jnp.mean(x.astype(jnp.promote_types(x.dtype, jnp.float32)), axis=(1, 2))
+        x = jnp.mean(at_least_float32(x), axis=(1, 2))
         if self.num_classes is not None:
             x = nn.Dense(self.num_classes, kernel_init=dense_kernel_init,
                          bias_init=uniform_bias_init(x.shape[-1]), name='fc')(x)

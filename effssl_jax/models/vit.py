@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from effssl_jax.models.dtypes import at_least_float32
+
 # name: (embed_dim, depth, num_heads), as timm's vit_{tiny,small,base}_patch16_224; vit_micro
 # (ViT-Ti's 3 heads, 2 blocks of width 48) is for tests and demos, as resnet10 is for ResNets.
 ARCHS = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6), "vit_base": (768, 12, 12),
@@ -49,7 +51,7 @@ class Attention(nn.Module):
         head_dim = self.dim // self.num_heads
         qkv = nn.Dense(3 * self.dim, dtype=self.dtype, name="qkv")(x)
         q, k, v = qkv.reshape(b, n, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)
-        logits = (q @ k.swapaxes(-1, -2)).astype(jnp.promote_types(self.dtype, jnp.float32))
+        logits = at_least_float32(q @ k.swapaxes(-1, -2))
         weights = jax.nn.softmax(logits / np.sqrt(head_dim), axis=-1).astype(self.dtype)
         out = (weights @ v).transpose(0, 2, 1, 3).reshape(b, n, self.dim)
         return nn.Dense(self.dim, dtype=self.dtype, name="proj")(out)
@@ -124,7 +126,7 @@ class ViT(nn.Module):
             h = Block(self.embed_dim, self.num_heads, self.mlp_ratio, self.dtype,
                       name=f"blocks_{i}")(h)
         h = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(h)
-        return h[:, 0].astype(jnp.promote_types(h.dtype, jnp.float32))  # as ResNets' features
+        return at_least_float32(h[:, 0])  # as ResNets' features
 
     def features(self, x, train: bool = False):
         return self(x, train)
