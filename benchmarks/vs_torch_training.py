@@ -29,6 +29,7 @@ with the spread over seeds.
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import json
 import os
@@ -172,15 +173,20 @@ def _torch_augment(config, size: int):
     ])
 
 
+@functools.lru_cache
+def _eval_transform(size: int, crop_fraction: float):
+    """The library's eval transform (centre_resize + normalize), jitted once per setting."""
+    import jax
+
+    from effssl_jax import augment
+    return jax.jit(lambda x: augment.normalize(augment.center_resize(x, size, crop_fraction)))
+
+
 def _torch_features(nets, images: np.ndarray, config, size: int) -> np.ndarray:
     """Eval-mode backbone features of the library's eval transform (centre_resize + normalize),
     L2-normalised."""
-    import jax
     import torch
-
-    from effssl_jax import augment
-    prep = jax.jit(lambda x: augment.normalize(augment.center_resize(
-        x, size, config.eval.crop_fraction)))
+    prep = _eval_transform(size, config.eval.crop_fraction)
     nets.eval()
     out = []
     with torch.no_grad():
