@@ -4,9 +4,10 @@ and evaluate to the same kNN, with process 0 alone writing the logs.
 
 The runs are in float64 (`--config.dtype=float64`): in float32 a few steps of this tiny SimSiam
 amplify the rounding of reductions done in another order (8 devices in one process against 2 x 4)
-into losses that differ by 7% at step 4, which would hide a real difference. In float64 the same
-runs agree to ~1e-14 over 16 steps, so the tolerance below (1e-10 relative) is rounding, while a
-wrong shard, a lost optimizer state or a resumed data order moves the loss at 1e-3 or more."""
+into losses far apart, which would hide a real difference. In float64 the layouts agree to float64
+rounding (docs/multi_host.md has the figures), so the tolerance below (1e-10 relative) admits
+rounding only, while a wrong shard, a lost optimizer state or a resumed data order moves the loss
+by orders of magnitude more."""
 import json
 import os
 import signal
