@@ -9,7 +9,7 @@ writes into --out:
                              training PFLOPs in XLA's and the paper's conventions (costs.py),
                              speed-ups vs the baseline (ratios within each convention, and of
                              training time), wall-clock, training images/s
-  fig2_lr_momentum.png       learning rate and SGD momentum vs step (the paper's Fig. 2)
+  fig2_lr_momentum.png       learning rate and SGD momentum (AdamW: beta1) vs step (Fig. 2)
   fig3_resolution_magnitude.png  training resolution and augmentation magnitude vs epoch (Fig. 3)
   knn_vs_cost.png            kNN top-1 vs training PFLOPs and vs training time, all runs
 
@@ -224,13 +224,21 @@ def _subplots(*args, **kwargs):
     return fig, axes
 
 
+def momentum_name(runs: list[Run]) -> str:
+    """What the logged `momentum` is: SGD's momentum, or AdamW's beta1 (optim.py)."""
+    optimizers = {r.config.get("optim", {}).get("optimizer", "sgd") for r in runs}
+    return {frozenset({"sgd"}): "SGD momentum", frozenset({"adamw"}): "AdamW beta1"}.get(
+        frozenset(optimizers), "momentum (SGD) / beta1 (AdamW)")
+
+
 def plot_lr_momentum(runs: list[Run], path: str) -> None:
     fig, (ax_lr, ax_m) = _subplots(2, 1, figsize=(8, 6.5), sharex=True)
     for run in runs:
         ax_lr.plot(*_series(run.train_rows, "step", "lr"), label=run.label)
         ax_m.plot(*_series(run.train_rows, "step", "momentum"), label=run.label)
-    _style(ax_lr, "", "learning rate", "Learning rate and SGD momentum per step (cf. Fig. 2)")
-    _style(ax_m, "training step (iteration)", "SGD momentum")
+    name = momentum_name(runs)
+    _style(ax_lr, "", "learning rate", f"Learning rate and {name} per step (cf. Fig. 2)")
+    _style(ax_m, "training step (iteration)", name)
     ax_lr.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -106,3 +106,12 @@ def test_tensorboard_has_the_metrics_of_metrics_jsonl(two_runs):
     assert scalars["loss"] == pytest.approx(losses) and len(losses) == 8
     assert scalars["knn_top1"] == pytest.approx(knn) and 0 in knn
     assert {"lr", "momentum", "resolution", "images_per_sec"} <= set(scalars)
+
+
+def test_fig2_names_the_momentum_each_optimizer_logs():
+    def run(optimizer):
+        return report.Run(workdir="", label="", config={"optim": {"optimizer": optimizer}},
+                          summary={}, metrics=[], evals=[])
+    assert report.momentum_name([run("sgd"), run("sgd")]) == "SGD momentum"
+    assert report.momentum_name([run("adamw")]) == "AdamW beta1"
+    assert report.momentum_name([run("sgd"), run("adamw")]) == "momentum (SGD) / beta1 (AdamW)"
