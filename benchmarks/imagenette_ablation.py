@@ -8,8 +8,10 @@ one after another (each resumable: rerun the command to continue) and prints the
     python benchmarks/imagenette_ablation.py --scale cifar16     # CIFAR stem at 16 px
     python benchmarks/imagenette_ablation.py --scale cifar16 --seed 1            # another seed
     python benchmarks/imagenette_ablation.py --scale cifar16 --seeds-table 0,1   # spread over seeds
+    python benchmarks/imagenette_ablation.py --scale vit32 --epochs 5 --rows ca,f1clr+sp
 
-Scales (configs/imagenette_ablation.py): imagenet32 (default) and cifar16.
+Scales: imagenet32 (default) and cifar16 (configs/imagenette_ablation.py, ResNet-18 SimCLR), and
+vit32 (configs/imagenette_vit.py: MoCo v3 with a ViT-Tiny of 4 px patches at 32 px).
 
 Writes RUNS/<row>/ (workdirs; RUNS and OUT end in _cifar16 for that scale) and
 OUT/{table.md,table.csv} plus the report plots. Speed-ups are against the `ca` row: FLOPs from
@@ -38,7 +40,12 @@ COLUMNS = ("row", "epochs", "kNN init %", "kNN %", "PFLOPs", "FLOP speed-up", "t
            "wall-clock speed-up", "step-time speed-up", "eq. 9 M", "selection overhead")
 
 
+VIT_SCALE = "vit32"  # configs/imagenette_vit.py
+
+
 def config_arg(row: str, epochs: int, scale: str) -> str:
+    if scale == VIT_SCALE:
+        return f"{os.path.join(REPO, 'configs', 'imagenette_vit.py')}:{row},{epochs}"
     return f"{os.path.join(REPO, 'configs', 'imagenette_ablation.py')}:{row},{epochs},{scale}"
 
 
@@ -196,7 +203,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=30, help="baseline epochs E (efficient: 0.6 E)")
     ap.add_argument("--rows", default=",".join(ROWS))
-    ap.add_argument("--scale", default=DEFAULT_SCALE, choices=tuple(SCALES))
+    ap.add_argument("--scale", default=DEFAULT_SCALE, choices=(*SCALES, VIT_SCALE))
     ap.add_argument("--data-dir", default=os.path.join(REPO, "..", "shared", "data",
                                                         "imagenette2-160"))
     ap.add_argument("--seed", type=int, default=0,

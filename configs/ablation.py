@@ -7,11 +7,16 @@ from configs import simsiam_baseline, simsiam_f1clr
 ROWS = ("ca", "f1clr", "ca+ha", "f1clr+sp", "f1clr+ha", "f1clr+sp+ha")
 
 
+def parse_row(row: str) -> list[str]:
+    """The row's parts, e.g. ['f1clr', 'sp']; ValueError naming the valid rows if unknown."""
+    if row.lower() not in ROWS:
+        raise ValueError(f"unknown ablation row {row!r}; valid: {', '.join(ROWS)}")
+    return row.lower().split("+")
+
+
 def get_config(arg="f1clr+sp+ha"):
     row = (arg or "f1clr+sp+ha").lower()
-    if row not in ROWS:
-        raise ValueError(f"unknown ablation row {row!r}; valid: {', '.join(ROWS)}")
-    parts = row.split("+")
+    parts = parse_row(row)
     c = (simsiam_f1clr if parts[0] == "f1clr" else simsiam_baseline).get_config()
     c.name = f"ablation_{row.replace('+', '_')}"
     if "sp" not in parts:

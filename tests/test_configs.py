@@ -101,6 +101,30 @@ def test_imagenette_ablation_keeps_the_papers_ratios(scale):
         config_schema.from_recipe(f"{path}:ca,20,cifar32")
 
 
+def test_imagenette_vit_scales_the_vit_recipe():
+    """The scaled ViT runs: ViT-Tiny with 4 px patches at r_max 32 (8 x 8 patches, as 224 px is
+    14 x 14 of 16), SP in six buckets of whole patches from 12 px, the efficient rows at 0.6 E
+    with the baseline's warm-up as t_w and beta1 anti-phased; the config is valid."""
+    path = os.path.join(ROOT, "configs", "imagenette_vit.py")
+    base = config_schema.from_recipe(f"{path}:ca,5")
+    fast = config_schema.from_recipe(f"{path}:f1clr+sp,5")
+    for c in (base, fast):
+        config_schema.validate(c)
+        assert (c.method, c.model.arch, c.model.patch_size, c.optim.optimizer) == (
+            "mocov3", "vit_tiny", 4, "adamw")
+    assert (base.epochs, fast.epochs) == (5, 3)
+    assert base.optim.warmup_epochs == fast.optim.warmup_epochs == pytest.approx(0.5)
+    assert (base.optim.schedule, fast.optim.schedule) == ("warmup_cosine", "f1clr")
+    assert not fast.hard_augment.enabled
+    assert plan_lib.make_plan(base, 9469).resolutions == (32,)
+    plan = plan_lib.make_plan(fast, 9469)
+    assert plan.resolutions == (12, 16, 20, 24, 28, 32) and plan.resolution(0) == 32
+    assert float(plan.momentum(plan.warmup_steps)) == pytest.approx(0.85)
+    assert config_schema.from_recipe(f"{path}:f1clr+sp+ha,5").hard_augment.r_sel % 4 == 0
+    with pytest.raises(ValueError, match="unknown ablation row"):
+        config_schema.from_recipe(f"{path}:sp,5")
+
+
 VIT_RECIPES = ("dino_vit_baseline", "dino_vit_f1clr", "mocov3_vit_baseline", "mocov3_vit_f1clr")
 
 
