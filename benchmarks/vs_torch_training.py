@@ -22,6 +22,12 @@ recipe, `recipe(method, seed, epochs)`, that each side reads its settings from:
 - the kNN monitor (k=200, T=0.1) on the same centre-cropped eval inputs, computed by the same
   function on each side's features.
 
+Where a gap comes from: `--first-step` (one step's loss and gradient on the same weights),
+`--same-weights-steps N [--float64]` (N of the library's train steps next to PyTorch's from the
+same weights on the same views), `--augment-stats` (statistics of both sides' views), and
+`--framework torch --views library|torchvision-float` (the PyTorch run on the library's views, or
+on torchvision v2 applied to float images, which does not round to uint8 after each op).
+
 Each run writes runs/vs_torch_training/METHOD_FRAMEWORK_sSEED.json (the mean loss of each quarter
 of an epoch, kNN after each epoch, train seconds per epoch); `--table` prints them side by side
 with the spread over seeds.
@@ -173,6 +179,20 @@ def _torch_augment(config, size: int):
     ])
 
 
+def _library_views(config, size: int):
+    """(step, uint8 batch) -> the library's two normalised views [2, B, size, size, 3], with
+    the method's view configs and a key per step from config.seed."""
+    import jax
+    import jax.numpy as jnp
+
+    from effssl_jax import augment, experiment
+    view_configs = experiment.build_method(config, jnp.float32, 1, 1).view_configs
+    render = jax.jit(lambda rng, x: augment.render_views(rng, x, augment.STANDARD_MAGNITUDE,
+                                                         size, view_configs, 2, jnp.float32))
+    key = jax.random.key(config.seed)
+    return lambda step, batch: render(jax.random.fold_in(key, step), jnp.asarray(batch))
+
+
 @functools.lru_cache
 def _eval_transform(size: int, crop_fraction: float):
     """The library's eval transform (centre_resize + normalize), jitted once per setting."""
@@ -198,7 +218,39 @@ def _torch_features(nets, images: np.ndarray, config, size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def run_torch(config, threads: int) -> dict:
+def _torch_sgd(config, nets):
+    """SGD with momentum, weight decay on conv / linear kernels only (the library's default)."""
+    import torch
+    decay = [p for p in nets.parameters() if p.ndim > 1]
+    no_decay = [p for p in nets.parameters() if p.ndim <= 1]
+    return torch.optim.SGD([{"params": decay, "weight_decay": config.optim.weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}], lr=0.0,
+                           momentum=config.optim.momentum)
+
+
+def _torch_step(config, nets, opt, views, lr, momentum) -> float:
+    """One training step on two views [B, 3, H, W]; batch norm over each view, as the library's
+    step. Returns the loss."""
+    for group in opt.param_groups:
+        group["lr"], group["momentum"] = float(lr), float(momentum)
+    outs = []
+    for v in views:
+        out = {"proj": nets["projector"](nets["backbone"](v))}
+        if "predictor" in nets:
+            out["pred"] = nets["predictor"](out["proj"])
+        outs.append(out)
+    loss = _torch_loss(config, *outs)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss)
+
+
+def run_torch(config, threads: int, views: str = "torchvision") -> dict:
+    """The PyTorch peer's run. views='library': it trains on the library's views (the on-device
+    augmentations, rendered per step as the library's step does) instead of torchvision v2's,
+    to tell a difference of the augmentations from one of the training; 'torchvision-float':
+    torchvision v2 on float images, so that no op rounds to uint8 as it does on uint8 input."""
     import torch
 
     from effssl_jax import plan as plan_lib
@@ -212,12 +264,9 @@ def run_torch(config, threads: int) -> dict:
     plan = plan_lib.make_plan(config, len(train))
     loader = pipeline.make_loader(config, train, plan, mesh=None)
     nets = _torch_nets(config)
-    decay = [p for p in nets.parameters() if p.ndim > 1]  # conv / linear kernels
-    no_decay = [p for p in nets.parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": config.optim.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=0.0,
-                          momentum=config.optim.momentum)
+    opt = _torch_sgd(config, nets)
     augment = _torch_augment(config, size)
+    render = _library_views(config, size) if views == "library" else None
     when = set(eval_epochs(config))
 
     def knn():
@@ -230,23 +279,15 @@ def run_torch(config, threads: int) -> dict:
     result = {"loss": [], "knn": {"0": knn()} if 0 in when else {}, "seconds": []}
     losses, t0 = [], time.perf_counter()
     for step, batch in loader:
-        for group in opt.param_groups:
-            group["lr"] = float(plan.lr(step))
-            group["momentum"] = float(plan.momentum(step))
-        x = torch.from_numpy(np.asarray(batch)).permute(0, 3, 1, 2)
-        views = [torch.stack([augment(im) for im in x]) for _ in range(2)]
-        outs = []
-        for v in views:  # batch norm over each view, as the library's step
-            feat = nets["backbone"](v)
-            out = {"proj": nets["projector"](feat)}
-            if "predictor" in nets:
-                out["pred"] = nets["predictor"](out["proj"])
-            outs.append(out)
-        loss = _torch_loss(config, *outs)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss))
+        if render is not None:
+            pair = torch.from_numpy(np.asarray(render(step, batch))).permute(0, 1, 4, 2, 3)
+            pair = list(pair.contiguous())
+        else:
+            x = torch.from_numpy(np.asarray(batch)).permute(0, 3, 1, 2)
+            if views == "torchvision-float":
+                x = x.float() / 255
+            pair = [torch.stack([augment(im) for im in x]) for _ in range(2)]
+        losses.append(_torch_step(config, nets, opt, pair, plan.lr(step), plan.momentum(step)))
         if (step + 1) % plan.steps_per_epoch == 0:
             epoch = (step + 1) // plan.steps_per_epoch
             result["seconds"].append(time.perf_counter() - t0)
@@ -259,6 +300,32 @@ def run_torch(config, threads: int) -> dict:
                       flush=True)
             losses, t0 = [], time.perf_counter()
     return result
+
+
+def _torch_into_flax(nets):
+    """The PyTorch peer's weights in the library's network: torchvision's backbone through
+    models.convert, each head's Linear and BatchNorm1d layers in order (heads.MLP's names)."""
+    import torch
+
+    from effssl_jax.models import convert
+    variables = convert.from_torchvision(nets["backbone"].state_dict())
+    params, stats = {"backbone": variables["params"]}, {"backbone": variables["batch_stats"]}
+    for head in ("projector", "predictor"):
+        if head not in nets:
+            continue
+        dense = [m for m in nets[head] if isinstance(m, torch.nn.Linear)]
+        norms = [m for m in nets[head] if isinstance(m, torch.nn.BatchNorm1d)]
+        params[head] = {f"Dense_{i}": {"Dense_0": {
+            "kernel": m.weight.detach().numpy().T,
+            **({"bias": m.bias.detach().numpy()} if m.bias is not None else {})}}
+            for i, m in enumerate(dense)}
+        for i, m in enumerate(norms):
+            if m.affine:
+                params[head][f"BatchNorm_{i}"] = {"scale": m.weight.detach().numpy(),
+                                                  "bias": m.bias.detach().numpy()}
+            stats.setdefault(head, {})[f"BatchNorm_{i}"] = {
+                "mean": m.running_mean.numpy(), "var": m.running_var.numpy()}
+    return {"params": params, "batch_stats": stats}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,7 +343,6 @@ def first_step(method: str, seeds=(0, 1, 2)) -> str:
 
     from effssl_jax import augment, experiment
     from effssl_jax.data import pipeline
-    from effssl_jax.models import convert
     config = recipe(method, 0, 1)
     size = config.progressive.r_max
     images = pipeline.load_split(config, "train", size, limit=config.batch_size).images
@@ -309,28 +375,6 @@ def first_step(method: str, seeds=(0, 1, 2)) -> str:
         norm = torch.sqrt(sum((p.grad ** 2).sum() for p in nets.parameters() if p.grad is not None))
         return float(loss), float(norm)
 
-    def torch_into_flax(nets):
-        """The PyTorch peer's weights in the library's network: torchvision's backbone through
-        models.convert, each head's Linear and BatchNorm1d layers in order (heads.MLP's names)."""
-        variables = convert.from_torchvision(nets["backbone"].state_dict())
-        params, stats = {"backbone": variables["params"]}, {"backbone": variables["batch_stats"]}
-        for head in ("projector", "predictor"):
-            if head not in nets:
-                continue
-            dense = [m for m in nets[head] if isinstance(m, torch.nn.Linear)]
-            norms = [m for m in nets[head] if isinstance(m, torch.nn.BatchNorm1d)]
-            params[head] = {f"Dense_{i}": {"Dense_0": {
-                "kernel": m.weight.detach().numpy().T,
-                **({"bias": m.bias.detach().numpy()} if m.bias is not None else {})}}
-                for i, m in enumerate(dense)}
-            for i, m in enumerate(norms):
-                if m.affine:
-                    params[head][f"BatchNorm_{i}"] = {"scale": m.weight.detach().numpy(),
-                                                      "bias": m.bias.detach().numpy()}
-                stats.setdefault(head, {})[f"BatchNorm_{i}"] = {
-                    "mean": m.running_mean.numpy(), "var": m.running_var.numpy()}
-        return {"params": params, "batch_stats": stats}
-
     lines = [f"first step of {method}, batch {config.batch_size}, {size} px: loss, gradient norm",
              "| initialisation | seed | loss | gradient norm |", "|---|---|---|---|"]
     for seed in seeds:
@@ -342,8 +386,121 @@ def first_step(method: str, seeds=(0, 1, 2)) -> str:
         row = "| torchvision's | %d | %.4f | %.3f |" % (seed, *torch_loss_grad(nets))
         lines.append(row)
         lines.append("| torchvision's, in the library's network | %d | %.4f | %.3f |"
-                     % (seed, *jax_loss_grad(torch_into_flax(nets))))
+                     % (seed, *jax_loss_grad(_torch_into_flax(nets))))
     return "\n".join(lines)
+
+
+def same_weights_steps(method: str, steps: int = 5, seed: int = 0, float64: bool = False) -> str:
+    """Whether the gap builds up in the update: `steps` steps of the library's own train step
+    (step.py: its optimizer, weight decay, BN updates) and of the PyTorch peer, from the same
+    weights (torchvision's initialisation) on the same views (the ones the library's step
+    renders, given to PyTorch too), at the recipe's lr and momentum per step; one batch of
+    images, new views every step. Prints both losses and the relative difference of the weights
+    after each step. With float64 both sides compute in 64 bits, so float32 rounding, which
+    training amplifies, no longer hides a difference in the computation."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    import torch
+
+    from effssl_jax import augment, experiment
+    from effssl_jax.data import pipeline
+    from effssl_jax.step import data_mesh
+    config = recipe(method, seed, 1)
+    if float64:
+        config.dtype = "float64"
+        experiment.enable_dtype("float64")
+        torch.set_default_dtype(torch.float64)
+    dtype = experiment.compute_dtype(config.dtype)
+    size = config.progressive.r_max
+    images = jnp.asarray(pipeline.load_split(config, "train", size,
+                                             limit=config.batch_size).images)
+    exp = experiment.build(config, 9469, data_mesh(jax.devices()[:1]), dtype)
+    torch.manual_seed(seed)
+    nets = _torch_nets(config)
+    opt = _torch_sgd(config, nets)
+    flax_weights = lambda: jax.tree.map(lambda x: jnp.asarray(x, dtype), _torch_into_flax(nets))
+    variables = flax_weights()
+    state = exp.init(jax.random.key(seed))
+    state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"],
+                          opt_state=exp.tx.init(variables["params"]))
+    step = jax.jit(exp.step_fn(exp.spec(size, images.shape[1])))
+    render = jax.jit(lambda rng: augment.render_views(rng, images, 5.0, size,
+                                                      exp.method.view_configs, 2, dtype))
+    lines = [f"{method}: {steps} steps from the same weights on the same views (batch "
+             f"{config.batch_size}, {size} px, seed {seed}, {jnp.dtype(dtype).name})",
+             "| step | loss, library | loss, PyTorch | weights: |library - PyTorch| / |PyTorch| |",
+             "|---|---|---|---|"]
+    for t in range(steps):
+        views = np.asarray(render(jax.random.fold_in(state.rng, state.step)))
+        state, metrics = step(state, images, jnp.asarray(5.0, dtype))
+        x = torch.from_numpy(views).permute(0, 1, 4, 2, 3).contiguous()
+        theirs = _torch_step(config, nets, opt, list(x), exp.plan.lr(t), exp.plan.momentum(t))
+        peer = flax_weights()["params"]
+        diff = optax.tree.norm(jax.tree.map(jnp.subtract, state.params, peer))
+        lines.append(f"| {t + 1} | {float(metrics['loss']):.6g} | {theirs:.6g} | "
+                     f"{float(diff / optax.tree.norm(peer)):.1e} |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Whether the two sides' views are alike: statistics of both augmentations on the same images.
+# ----------------------------------------------------------------------------------------------
+
+def view_statistics(images: np.ndarray) -> dict:
+    """Per-image statistics of float views [V, B, H, W, 3] in [0, 1] of the same B images:
+    brightness (mean), contrast (std of the luma), saturation (mean of max - min over channels),
+    the share of grey images, and how far the V views of an image are apart (mean |a - b| of the
+    views' mean colours, and of their luma histograms in 16 bins)."""
+    v = images.astype(np.float64)
+    luma = v @ np.array([0.2989, 0.587, 0.114])
+    sat = v.max(-1) - v.min(-1)
+    colour = v.mean((2, 3))                                      # [V, B, 3]
+    hist = np.stack([[np.histogram(im, 16, (0, 1))[0] / im.size for im in view] for view in luma])
+    per_image = {"brightness": v.mean((2, 3, 4)), "contrast": luma.std((2, 3)),
+                 "saturation": sat.mean((2, 3)), "grey": (sat.max((2, 3)) < 1e-6) * 1.0}
+    out = {k: (float(x.mean()), float(x.std() / np.sqrt(x.size))) for k, x in per_image.items()}
+    for name, x in (("colour gap", np.abs(colour[0] - colour[1]).sum(-1)),
+                    ("histogram gap", np.abs(hist[0] - hist[1]).sum(-1))):
+        out[name] = (float(x.mean()), float(x.std() / np.sqrt(x.size)))
+    return out
+
+
+def augment_statistics(method: str, count: int = 1024) -> str:
+    """view_statistics of the library's views and of the PyTorch peer's (torchvision v2 on the
+    same uint8 host images), mean ± standard error over `count` images."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from effssl_jax import augment, experiment
+    from effssl_jax.data import pipeline
+    config = recipe(method, 0, 1)
+    size = config.progressive.r_max
+    images = pipeline.load_split(config, "train", size, limit=count).images
+    views_config = experiment.build_method(config, jnp.float32, 1, 1).view_configs
+    render = jax.jit(lambda key, x: jnp.stack([
+        augment.augment_batch(jax.random.fold_in(key, v), x, size, 5.0, views_config[v])
+        for v in range(2)]))
+    ours = np.concatenate([np.asarray(render(jax.random.key(i), images[i:i + 128]))
+                           for i in range(0, count, 128)], axis=1)
+    torch.manual_seed(0)
+    tv = _torch_augment(config, size).transforms[:-1]  # without Normalize
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    theirs = np.stack([np.stack([torchvision_compose(tv)(im).permute(1, 2, 0).numpy()
+                                 for im in x]) for _ in range(2)])
+    a, b = view_statistics(ours), view_statistics(theirs)
+    lines = [f"{method} views, {count} Imagenette train images at {size} px: mean ± s.e.",
+             "| statistic | library | torchvision v2 |", "|---|---|---|"]
+    lines += [f"| {k} | {a[k][0]:.4f} ± {a[k][1]:.4f} | {b[k][0]:.4f} ± {b[k][1]:.4f} |"
+              for k in a]
+    return "\n".join(lines)
+
+
+def torchvision_compose(transforms):
+    from torchvision.transforms import v2
+    return v2.Compose(transforms)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,21 +516,29 @@ def _mean_spread(values):
     return f"{np.mean(values):.4g} ± {np.ptp(values) / 2:.2g}"
 
 
+def _side(run: dict) -> str:
+    views = run.get("views", "torchvision")
+    return run["framework"] + ("" if views == "torchvision" else f" ({views} views)")
+
+
 def table(out: str) -> str:
     runs = {}
     for path in sorted(glob.glob(os.path.join(out, "*.json"))):
         with open(path) as f:
             r = json.load(f)
-        runs.setdefault((r["method"], r["framework"]), []).append(r)
+        runs.setdefault(r["method"], {}).setdefault(_side(r), []).append(r)
     lines = []
-    for method in sorted({m for m, _ in runs}):
-        sides = [runs.get((method, fw), []) for fw in ("jax", "torch")]
-        points = max(len(r["loss"]) for r in sides[0] + sides[1])
+    for method in sorted(runs):
+        names = sorted(runs[method], key=lambda n: (n != "jax", n))  # jax, torch, torch (...)
+        sides = [runs[method][n] for n in names]
+        points = max(len(r["loss"]) for rs in sides for r in rs)
+        columns = [f"{what}, {n}" for what in ("loss", "kNN top-1 %", "train s/epoch")
+                   for n in names]
         lines += [f"## {method}", "",
-                  f"seeds: jax {sorted(r['seed'] for r in sides[0])}, torch "
-                  f"{sorted(r['seed'] for r in sides[1])}; mean ± half the range over seeds", "",
-                  "| epoch | loss, jax | loss, torch | kNN top-1 %, jax | kNN top-1 %, torch "
-                  "| train s/epoch, jax | train s/epoch, torch |", "|---|---|---|---|---|---|---|"]
+                  "seeds: " + ", ".join(f"{n} {sorted(r['seed'] for r in rs)}"
+                                        for n, rs in zip(names, sides))
+                  + "; mean ± half the range over seeds", "",
+                  "| epoch | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
         for i in range(points + 1):
             epoch = i / POINTS
             whole = epoch == int(epoch)
@@ -388,8 +553,8 @@ def table(out: str) -> str:
             def seconds(rs):
                 return _mean_spread([r["seconds"][int(epoch) - 1] for r in rs
                                      if whole and 0 < epoch <= len(r["seconds"])])
-            lines.append(f"| {epoch:g} | {loss(sides[0])} | {loss(sides[1])} | {knn(sides[0])} | "
-                         f"{knn(sides[1])} | {seconds(sides[0])} | {seconds(sides[1])} |")
+            cells = [f(rs) for f in (loss, knn, seconds) for rs in sides]
+            lines.append(f"| {epoch:g} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -400,14 +565,29 @@ def main():
     p.add_argument("--framework", choices=("jax", "torch"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--views", choices=("torchvision", "torchvision-float", "library"),
+                   default="torchvision", help="the PyTorch side's augmentations (library: the "
+                   "library's own views; torchvision-float: v2 on float images)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch's threads")
     p.add_argument("--out", default=OUT)
     p.add_argument("--table", action="store_true", help="print the table of the runs in --out")
+    p.add_argument("--same-weights-steps", type=int, metavar="N",
+                   help="print N steps of both sides from the same weights on the same views")
+    p.add_argument("--float64", action="store_true", help="--same-weights-steps in 64 bits")
+    p.add_argument("--augment-stats", action="store_true",
+                   help="print statistics of --method's views made by both sides' augmentations")
     p.add_argument("--first-step", action="store_true",
                    help="print --method's first-step loss and gradient norm on both sides")
     args = p.parse_args()
     if args.table:
         print(table(args.out))
+        return
+    if args.same_weights_steps:
+        print(same_weights_steps(args.method or "simsiam", args.same_weights_steps, args.seed,
+                                 args.float64))
+        return
+    if args.augment_stats:
+        print(augment_statistics(args.method or "simsiam"))
         return
     if args.first_step:
         print(first_step(args.method or "simclr"))
@@ -416,13 +596,17 @@ def main():
         p.error("--method and --framework (or --table)")
     config = recipe(args.method, args.seed, args.epochs)
     name = f"{args.method}_{args.framework}_s{args.seed}"
+    if args.views != "torchvision":
+        if args.framework != "torch":
+            p.error("--views is for --framework torch")
+        name = f"{args.method}_torch-{args.views}_s{args.seed}"
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
     if args.framework == "jax":
         result = run_jax(config, os.path.join(args.out, name))
     else:
-        result = run_torch(config, args.threads)
-    result.update(method=args.method, framework=args.framework, seed=args.seed,
+        result = run_torch(config, args.threads, args.views)
+    result.update(method=args.method, framework=args.framework, views=args.views, seed=args.seed,
                   epochs=args.epochs, wall_s=round(time.perf_counter() - t0, 1),
                   batch_size=config.batch_size, lr=config.optim.lr, resolution=64)
     with open(os.path.join(args.out, name + ".json"), "w") as f:
