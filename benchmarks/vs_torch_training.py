@@ -228,18 +228,23 @@ def _torch_sgd(config, nets):
                            momentum=config.optim.momentum)
 
 
-def _torch_step(config, nets, opt, views, lr, momentum) -> float:
-    """One training step on two views [B, 3, H, W]; batch norm over each view, as the library's
-    step. Returns the loss."""
-    for group in opt.param_groups:
-        group["lr"], group["momentum"] = float(lr), float(momentum)
+def _torch_forward_loss(config, nets, views):
+    """The method's loss on two views [B, 3, H, W], batch norm over each view as the library's
+    step does."""
     outs = []
     for v in views:
         out = {"proj": nets["projector"](nets["backbone"](v))}
         if "predictor" in nets:
             out["pred"] = nets["predictor"](out["proj"])
         outs.append(out)
-    loss = _torch_loss(config, *outs)
+    return _torch_loss(config, *outs)
+
+
+def _torch_step(config, nets, opt, views, lr, momentum) -> float:
+    """One SGD step on two views [B, 3, H, W] at this lr and momentum. Returns the loss."""
+    for group in opt.param_groups:
+        group["lr"], group["momentum"] = float(lr), float(momentum)
+    loss = _torch_forward_loss(config, nets, views)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -363,13 +368,7 @@ def first_step(method: str, seeds=(0, 1, 2)) -> str:
 
     def torch_loss_grad(nets):
         x = torch.from_numpy(np.asarray(views)).permute(0, 1, 4, 2, 3)
-        outs = []
-        for v in x:
-            out = {"proj": nets["projector"](nets["backbone"](v))}
-            if "predictor" in nets:
-                out["pred"] = nets["predictor"](out["proj"])
-            outs.append(out)
-        loss = _torch_loss(config, *outs)
+        loss = _torch_forward_loss(config, nets, x)
         nets.zero_grad()
         loss.backward()
         norm = torch.sqrt(sum((p.grad ** 2).sum() for p in nets.parameters() if p.grad is not None))
