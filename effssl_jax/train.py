@@ -41,11 +41,18 @@ def _every(steps: int, done: int, total: int) -> bool:
     return steps > 0 and (done % steps == 0 or done == total)
 
 
-def _eval_every(config, plan) -> int:
-    """Steps between kNN evaluations (also run at the end); 0: off (e.g. the LR range test)."""
+def _eval_due(config, plan, done: int) -> bool:
+    """Whether the kNN monitor runs after `done` steps: at the step nearest each multiple of
+    eval.every_epochs, and at the end; never if every_epochs is 0 (e.g. the LR range test).
+
+    Multiples of the epoch interval, not of a rounded step interval: 2.5 epochs of 73 steps
+    evaluate at 182 and 365, not at 182, 364 and again at the end (365)."""
     if config.eval.every_epochs <= 0:
-        return 0
-    return max(round(config.eval.every_epochs * plan.steps_per_epoch), 1)
+        return False
+    if done == plan.total_steps:
+        return True
+    interval = config.eval.every_epochs * plan.steps_per_epoch
+    return done == max(round(max(round(done / interval), 1) * interval), 1)
 
 
 def _finished(config, workdir: str) -> dict | None:
@@ -212,7 +219,7 @@ def _train(config, workdir: str, stop=None) -> dict:
                 ckpt.check()  # a failed write ends the run now, not at the next save
                 if log.flush():
                     break
-            if _every(_eval_every(config, plan), done, plan.total_steps):
+            if _eval_due(config, plan, done):
                 with outside_training("eval_s"):
                     if log.flush():
                         break

@@ -196,8 +196,16 @@ def test_evaluation_runs_every_few_epochs_and_at_the_end_unless_off():
     c = config_schema.default_config()
     c.batch_size, c.epochs, c.eval.every_epochs = 100, 12, 5.0
     p = plan_lib.make_plan(c, 1000)  # 10 steps per epoch, 120 steps
-    due = lambda s: train._every(train._eval_every(c, p), s, p.total_steps)
+    due = lambda s: train._eval_due(c, p, s)
     assert [s for s in range(1, 121) if due(s)] == [50, 100, 120]
+    c.batch_size, c.epochs, c.eval.every_epochs = 128, 5, 2.5  # 73 steps per epoch, 365 steps
+    p = plan_lib.make_plan(c, 9469)
+    assert [s for s in range(1, 366) if due(s)] == [182, 365]  # one evaluation at the end
+    c.epochs, c.eval.every_epochs = 100, 12.5  # 912.5 steps apart: no drift from rounding
+    p = plan_lib.make_plan(c, 9469)
+    assert [s for s in range(1, 7301) if due(s)] == [912, 1825, 2738, 3650, 4562, 5475, 6388,
+                                                     7300]
+    c.batch_size, c.epochs, c.eval.every_epochs = 100, 12, 5.0
     c.epochs = 1  # shorter than the cadence: the trained network is still evaluated
     p = plan_lib.make_plan(c, 1000)
     assert [s for s in range(1, 11) if due(s)] == [10]
