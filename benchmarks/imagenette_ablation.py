@@ -36,8 +36,9 @@ sys.path.insert(0, REPO)  # configs/ and this checkout's effssl_jax
 from configs.ablation import ROWS  # noqa: E402
 from configs.imagenette_ablation import DEFAULT_SCALE, SCALES  # noqa: E402
 
-COLUMNS = ("row", "epochs", "kNN init %", "kNN %", "PFLOPs", "FLOP speed-up", "train time s",
-           "wall-clock speed-up", "step-time speed-up", "eq. 9 M", "selection overhead")
+COLUMNS = ("row", "epochs", "kNN init %", "kNN %", "linear %", "PFLOPs", "FLOP speed-up",
+           "train time s", "wall-clock speed-up", "step-time speed-up", "eq. 9 M",
+           "selection overhead")
 
 
 VIT_SCALE = "vit32"  # configs/imagenette_vit.py
@@ -134,6 +135,8 @@ def table(workdirs: dict[str, str],
             "row": row, "epochs": round(s["epochs"], 1),
             "kNN init %": round(100 * s["knn_top1_init"], 2),
             "kNN %": round(100 * s["knn_top1"], 2),
+            "linear %": "" if (linear := final_accuracies(workdirs[row])[1]) is None
+            else round(linear, 2),
             "PFLOPs": round(s["total_pflops"], 3),
             "FLOP speed-up": round(base["total_pflops"] / s["total_pflops"], 2) if base else "",
             "train time s": round(s["train_time_s"]),
@@ -144,6 +147,20 @@ def table(workdirs: dict[str, str],
             "eq. 9 M": round(s["predicted_speedup_resolution"], 2),
             "selection overhead": f"{100 * s['selection_overhead']:.1f}%"})
     return rows
+
+
+def late_knn(workdir: str, fraction: float = 0.4) -> list[tuple[float, float]]:
+    """(epoch, kNN top-1 %) of a run's evaluations over its last `fraction` of epochs: whether the
+    run was still improving when it ended."""
+    from effssl_jax.run_log import read_metrics
+    epochs = read_summary(workdir)["epochs"]
+    return [(m["epoch"], 100 * m["knn_top1"]) for m in read_metrics(workdir)
+            if "knn_top1" in m and m["epoch"] >= (1 - fraction) * epochs - 1e-9]
+
+
+def late_knn_line(workdir: str, fraction: float = 0.4) -> str:
+    return (f"CA's kNN over its last {100 * fraction:.0f}% of epochs: " + ", ".join(
+        f"epoch {e:g}: {k:.2f}%" for e, k in late_knn(workdir, fraction)))
 
 
 def markdown(rows: list[dict], columns=COLUMNS) -> str:
@@ -244,6 +261,8 @@ def main():
     result = table(workdirs, predicted)
     os.makedirs(args.out, exist_ok=True)
     md = markdown(result)
+    if "ca" in finished:
+        md += "\n\n" + late_knn_line(finished["ca"])
     print(md)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "

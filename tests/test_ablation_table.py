@@ -1,0 +1,45 @@
+"""benchmarks/imagenette_ablation.py's table from finished workdirs: the linear probe beside kNN,
+and the baseline's kNN over its last 40% of epochs (was it still rising?)."""
+import importlib.util
+import json
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location(
+        "imagenette_ablation", os.path.join(ROOT, "benchmarks", "imagenette_ablation.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _workdir(path, epochs, knn, pflops, linear=None):
+    os.makedirs(path)
+    summary = {"epochs": epochs, "knn_top1_init": 0.1, "knn_top1": knn[-1][1],
+               "total_pflops": pflops, "train_time_s": 10 * pflops,
+               "predicted_speedup_resolution": 1.0, "selection_overhead": 0.0}
+    with open(os.path.join(path, "summary.json"), "w") as f:
+        json.dump(summary, f)
+    with open(os.path.join(path, "metrics.jsonl"), "w") as f:
+        for step, (epoch, top1) in enumerate(knn):
+            f.write(json.dumps({"step": step, "epoch": epoch, "knn_top1": top1}) + "\n")
+            f.write(json.dumps({"step": step, "epoch": epoch, "loss": 1.0}) + "\n")
+    if linear is not None:
+        with open(os.path.join(path, "eval.json"), "w") as f:
+            json.dump([{"linear": {"top1": linear}}], f)
+    return str(path)
+
+
+def test_table_has_linear_accuracy_and_the_baselines_late_knn(tmp_path):
+    bench = _benchmark()
+    ca = _workdir(tmp_path / "ca", 100, [(0, 0.1), (50, 0.40), (62.5, 0.42), (87.5, 0.445),
+                                         (100, 0.45)], 2.0, linear=0.5)
+    sp = _workdir(tmp_path / "sp", 60, [(0, 0.1), (60, 0.43)], 0.8)
+    rows = {r["row"]: r for r in bench.table({"ca": ca, "f1clr+sp": sp})}
+    assert rows["ca"]["linear %"] == 50.0 and rows["f1clr+sp"]["linear %"] == ""
+    assert rows["f1clr+sp"]["FLOP speed-up"] == 2.5
+    assert bench.late_knn(ca) == [(62.5, 42.0), (87.5, 44.5), (100, 45.0)]
+    assert bench.late_knn_line(ca) == ("CA's kNN over its last 40% of epochs: epoch 62.5: 42.00%, "
+                                       "epoch 87.5: 44.50%, epoch 100: 45.00%")
