@@ -135,7 +135,7 @@ def table(workdirs: dict[str, str],
             "row": row, "epochs": round(s["epochs"], 1),
             "kNN init %": round(100 * s["knn_top1_init"], 2),
             "kNN %": round(100 * s["knn_top1"], 2),
-            "linear %": "" if (linear := final_accuracies(workdirs[row])[1]) is None
+            "linear %": "" if (linear := latest_linear(workdirs[row])) is None
             else round(linear, 2),
             "PFLOPs": round(s["total_pflops"], 3),
             "FLOP speed-up": round(base["total_pflops"] / s["total_pflops"], 2) if base else "",
@@ -174,17 +174,20 @@ def default_dir(kind: str, scale: str, seed: int) -> str:
     return os.path.join(REPO, kind, "imagenette_ablation" + suffix)
 
 
+def latest_linear(workdir: str) -> float | None:
+    """Top-1 % of the latest linear probe `python -m effssl_jax.evaluate` ran on the workdir."""
+    from effssl_jax.evaluate import read_eval_records
+    return next((100 * r["linear"]["top1"] for r in reversed(read_eval_records(workdir))
+                 if "linear" in r), None)
+
+
 def final_accuracies(workdir: str) -> tuple[float | None, float | None]:
     """(kNN, linear) top-1 % of a finished run: the train loop's last kNN, and the latest
-    linear probe of `python -m effssl_jax.evaluate` if one was run."""
-    from effssl_jax.evaluate import read_eval_records
+    linear probe if one was run."""
     summary = read_summary(workdir)
     if summary is None:
         return None, None
-    knn = 100 * summary["knn_top1"]
-    linear = next((100 * r["linear"]["top1"] for r in reversed(read_eval_records(workdir))
-                   if "linear" in r), None)
-    return knn, linear
+    return 100 * summary["knn_top1"], latest_linear(workdir)
 
 
 def seeds_table(rows: list[str], scale: str, seeds: list[int]) -> tuple[list[dict], tuple]:

@@ -52,7 +52,8 @@ def _eval_due(config, plan, done: int) -> bool:
     if done == plan.total_steps:
         return True
     interval = config.eval.every_epochs * plan.steps_per_epoch
-    return done == max(round(max(round(done / interval), 1) * interval), 1)
+    nearest = max(round(done / interval), 1)  # the multiple of the interval closest to `done`
+    return done == max(round(nearest * interval), 1)
 
 
 def _finished(config, workdir: str) -> dict | None:
