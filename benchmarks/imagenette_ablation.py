@@ -160,7 +160,7 @@ def late_knn(workdir: str, fraction: float = 0.4) -> list[tuple[float, float]]:
 
 def late_knn_line(workdir: str, fraction: float = 0.4) -> str:
     return (f"CA's kNN over its last {100 * fraction:.0f}% of epochs: " + ", ".join(
-        f"epoch {e:g}: {k:.2f}%" for e, k in late_knn(workdir, fraction)))
+        f"epoch {e:.1f}: {k:.2f}%" for e, k in late_knn(workdir, fraction)))
 
 
 def markdown(rows: list[dict], columns=COLUMNS) -> str:
