@@ -76,10 +76,15 @@ def run_row(row: str, epochs: int, scale: str, runs: str, data_dir: str, seed: i
     return workdir
 
 
-def step_times(workdirs: dict[str, str], epochs: int, scale: str,
-               rounds: int = 5) -> dict[str, float]:
-    """Predicted training seconds of each finished row from its steps per bucket and the median
-    time of its compiled bucket steps, all steps timed interleaved in this process."""
+def step_times(rows: list[str], epochs: int, scale: str, rounds: int = 5) -> dict[str, float]:
+    """Predicted training seconds of each row from its plan's steps per bucket and the median
+    time of its compiled bucket steps, all steps timed interleaved in this process.
+
+    The steps are compiled with launch.py's XLA:CPU flags (`cpu_flags`), so the step timed is the
+    step trained; without them XLA:CPU compiles other convolution kernels. This sets XLA_FLAGS,
+    so it must run before the process's first JAX computation (main runs none before it)."""
+    from effssl_jax import cpu_flags
+    cpu_flags.set_default_xla_flags()
     import statistics
     import time
 
@@ -95,14 +100,12 @@ def step_times(workdirs: dict[str, str], epochs: int, scale: str,
     mesh = data_mesh(jax.devices()[:1])
     timed = {}  # StepSpec -> [compiled step, state, images, times]; shared by rows (same cost)
     row_steps = {}  # row -> [(StepSpec, steps run)]
-    for row, d in workdirs.items():
-        summary = read_summary(d)
+    for row in rows:
         config = config_schema.from_recipe(config_arg(row, epochs, scale))
         exp = experiment.build(config, 9469, mesh)
         steps = exp.compiled_steps()
         row_steps[row] = []
-        for r, n in summary["steps_by_resolution"].items():
-            r = int(r)
+        for r, n in exp.plan.steps_by_resolution().items():
             host = grain_loader.host_size(r, config.data.host_margin, config.image_size)
             spec = exp.spec(r, host)
             row_steps[row].append((spec, n))
@@ -259,7 +262,7 @@ def main():
                     args.seed)
 
     finished = {r: d for r, d in workdirs.items() if read_summary(d) is not None}
-    predicted = (step_times(finished, args.epochs, args.scale)
+    predicted = (step_times(list(finished), args.epochs, args.scale)
                  if args.time_steps and finished else None)
     result = table(workdirs, predicted)
     os.makedirs(args.out, exist_ok=True)

@@ -4,6 +4,8 @@ import importlib.util
 import json
 import os
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -43,3 +45,23 @@ def test_table_has_linear_accuracy_and_the_baselines_late_knn(tmp_path):
     assert bench.late_knn(ca) == [(62.5, 42.0), (87.4521, 44.5), (100, 45.0)]
     assert bench.late_knn_line(ca) == ("CA's kNN over its last 40% of epochs: epoch 62.5: 42.00%, "
                                        "epoch 87.5: 44.50%, epoch 100.0: 45.00%")
+
+
+def test_step_timing_compiles_with_the_flags_launch_sets(monkeypatch):
+    """--time-steps must time the step launch.py trains: XLA:CPU compiles other convolution
+    kernels without launch.py's flags, which skews the step-time speed-ups of the SP rows."""
+
+    from effssl_jax import cpu_flags, experiment
+    bench = _benchmark()
+
+    class Built(Exception):
+        pass
+
+    def build(*args, **kwargs):
+        raise Built(os.environ.get("XLA_FLAGS"))
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setattr(experiment, "build", build)
+    with pytest.raises(Built) as built:
+        bench.step_times(["ca"], 30, "cifar16")
+    assert built.value.args[0] == cpu_flags.default_flags() != ""
