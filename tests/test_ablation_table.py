@@ -1,5 +1,6 @@
 """benchmarks/imagenette_ablation.py's table from finished workdirs: the linear probe beside kNN,
-and the baseline's kNN over its last 40% of epochs (was it still rising?)."""
+and the baseline's kNN over its last 40% of epochs (was it still rising?); the flags under which
+--time-steps compiles."""
 import importlib.util
 import json
 import os
@@ -50,7 +51,6 @@ def test_table_has_linear_accuracy_and_the_baselines_late_knn(tmp_path):
 def test_step_timing_compiles_with_the_flags_launch_sets(monkeypatch):
     """--time-steps must time the step launch.py trains: XLA:CPU compiles other convolution
     kernels without launch.py's flags, which skews the step-time speed-ups of the SP rows."""
-
     from effssl_jax import cpu_flags, experiment
     bench = _benchmark()
 
@@ -60,7 +60,8 @@ def test_step_timing_compiles_with_the_flags_launch_sets(monkeypatch):
     def build(*args, **kwargs):
         raise Built(os.environ.get("XLA_FLAGS"))
 
-    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "")  # so that teardown restores the caller's XLA_FLAGS
+    monkeypatch.delenv("XLA_FLAGS")
     monkeypatch.setattr(experiment, "build", build)
     with pytest.raises(Built) as built:
         bench.step_times(["ca"], 30, "cifar16")
