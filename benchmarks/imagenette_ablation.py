@@ -42,6 +42,7 @@ COLUMNS = ("row", "epochs", "kNN init %", "kNN %", "linear %", "PFLOPs", "FLOP s
 
 
 VIT_SCALE = "vit32"  # configs/imagenette_vit.py
+IMAGENETTE_TRAIN = 9469  # train images of every scale; the timed rows' step counts follow from it
 
 
 def config_arg(row: str, epochs: int, scale: str) -> str:
@@ -102,7 +103,7 @@ def step_times(rows: list[str], epochs: int, scale: str, rounds: int = 5) -> dic
     row_steps = {}  # row -> [(StepSpec, steps run)]
     for row in rows:
         config = config_schema.from_recipe(config_arg(row, epochs, scale))
-        exp = experiment.build(config, 9469, mesh)
+        exp = experiment.build(config, IMAGENETTE_TRAIN, mesh)
         steps = exp.compiled_steps()
         row_steps[row] = []
         for r, n in exp.plan.steps_by_resolution().items():
