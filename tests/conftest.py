@@ -9,8 +9,12 @@ a stage: half ResNet-18's program) and XLA's convolution (`model.conv_impl=xla`)
 faster than the im2col path that `auto` picks on CPU; test_resnet.py checks that the two agree.
 XLA's persistent cache is one folder for the whole session (`persistent_compilation_cache`), so a
 program compiled again by a later test, in either worker or in a launch.py subprocess, is
-loaded."""
+loaded.
+
+Tests make their own data: `image_folder` writes a labelled folder of generated JPEGs
+(tests/images.py), so no test reads a downloaded data set or skips for want of one."""
 import os
+import shutil
 
 import pytest
 
@@ -44,3 +48,24 @@ def made_once(tmp_path_factory, worker_id: str, name: str, make):
             make(folder)
             (folder / ".made").touch()
     return folder
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory, worker_id):
+    """image_folder(per_class=4, classes=2, splits=("train", "val"), seed=0, to=None): the folder
+    `root/<split>/<class>/*.JPEG` of tests/images.py's write_image_folder (generated JPEGs of
+    several sizes, greyscale and CMYK among them), made once for the session and shared by the
+    xdist workers. Returns it, to be read only; with `to`, a copy at `to` that the test may
+    change."""
+    import images
+
+    def make(per_class=4, classes=2, splits=images.SPLITS, seed=0, to=None):
+        names = classes if isinstance(classes, int) else "-".join(classes)
+        name = f"images-{per_class}-{names}-{'-'.join(splits)}-{seed}"
+        folder = made_once(tmp_path_factory, worker_id, name, lambda root:
+                           images.write_image_folder(root, per_class, classes, splits, seed))
+        if to is None:
+            return folder
+        shutil.copytree(folder, to, ignore=shutil.ignore_patterns(".made"))
+        return to
+    return make

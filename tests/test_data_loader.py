@@ -4,7 +4,6 @@ import glob
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -19,7 +18,6 @@ from effssl_jax.data.errors import DataError
 from effssl_jax.data.folder import decode_image
 from effssl_jax.data.order import Sampler
 
-IMAGENETTE = "/work/shared/data/imagenette2-160"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -29,18 +27,6 @@ def _config(dataset, **kw):
     for k, v in kw.items():
         setattr(c, k, v)
     return c
-
-
-def _cut_imagenette(dst, per_class=4, classes=("n01440764", "n02102040"), splits=("train", "val")):
-    """dst/{train,val}/<wnid>/: the first `per_class` real JPEGs of each class."""
-    if not os.path.isdir(IMAGENETTE):
-        pytest.skip(f"{IMAGENETTE} not available")
-    for split in splits:
-        for wnid in classes:
-            os.makedirs(dst / split / wnid)
-            for p in sorted(glob.glob(os.path.join(IMAGENETTE, split, wnid, "*.JPEG")))[:per_class]:
-                shutil.copyfile(p, dst / split / wnid / os.path.basename(p))
-    return dst
 
 
 class IndexSource:
@@ -70,9 +56,9 @@ def _ids(images):
 
 # ------------------------------------------------------------ converter and sources
 
-def test_prepare_round_trip_preserves_images_and_labels(tmp_path):
-    src = _cut_imagenette(tmp_path / "nette")
-    (src / "train" / "n01440764" / "zero.jpg").write_bytes(b"")
+def test_prepare_round_trip_preserves_images_and_labels(tmp_path, image_folder):
+    src = image_folder(per_class=4, to=tmp_path / "nette")  # conftest: {train,val}/{disk,ring}
+    (src / "train" / "disk" / "zero.jpg").write_bytes(b"")
     out = tmp_path / "packed"
     assert prepare.main(["--src", str(src), "--out", str(out), "--shard-size", "3",
                          "--no-progress"]) == 0
@@ -86,7 +72,7 @@ def test_prepare_round_trip_preserves_images_and_labels(tmp_path):
         assert isinstance(packed, sources.TfdsSource) and isinstance(plain, sources.FolderSource)
         good = [i for i, p in enumerate(plain.paths) if not p.endswith("zero.jpg")]
         assert len(packed) == len(good) == 8
-        assert packed.class_names == plain.class_names == ["n01440764", "n02102040"]
+        assert packed.class_names == plain.class_names == ["disk", "ring"]
         images, labels, ok = decode.decode_examples(packed, range(len(packed)), 40)
         assert ok.all()
         np.testing.assert_array_equal(labels, plain.labels[good])
@@ -128,13 +114,13 @@ def test_tfds_name_not_prepared_names_the_fix(tmp_path):
         sources.open_source(_config(f"folder:{tmp_path}/empty"), "train")
 
 
-def test_dataset_table_and_imagenette_folder(tmp_path):
+def test_dataset_table_and_imagenette_folder(image_folder):
     assert datasets.info_for("stl10").train_split == "train+unlabelled"
     assert datasets.info_for("stl10").bank_split == "train"
     assert datasets.info_for("imagenet2012").num_classes == 1000
     assert datasets.info_for("tfds:cifar10") == datasets.DATASETS["cifar10"]
     assert datasets.info_for("tfds:imagenette/160px-v2").tfds_name == "imagenette/160px-v2"
-    src = _cut_imagenette(tmp_path / "nette", per_class=1)
+    src = image_folder(per_class=1)
     # --config.dataset=imagenette with a data_dir holding train/ and val/ reads the folders.
     source = sources.open_source(_config("imagenette", data_dir=str(src)), "eval")
     assert isinstance(source, sources.FolderSource) and source.root.endswith("val")
@@ -281,11 +267,11 @@ def _save(img, path, **kw):
         img.save(f, **kw)
 
 
-def test_training_on_a_folder_with_bad_images(tmp_path):
-    """Truncated JPEG, CMYK JPEG, grayscale PNG and a zero-byte file among real images: the run
-    finishes, the two bad files are counted and logged with their path."""
-    src = _cut_imagenette(tmp_path / "data", per_class=6)
-    cls = src / "train" / "n01440764"
+def test_training_on_a_folder_with_bad_images(tmp_path, image_folder):
+    """Truncated JPEG, CMYK JPEG, grayscale PNG and a zero-byte file among 12 JPEGs of several
+    sizes and modes: the run finishes, the two bad files are counted and logged with their path."""
+    src = image_folder(per_class=6, to=tmp_path / "data")
+    cls = src / "train" / "disk"
     real = sorted(cls.iterdir())[0]
     rgb = Image.open(real).convert("RGB")
     _save(rgb.convert("CMYK"), cls / "cmyk.jpg", format="JPEG")
@@ -315,13 +301,13 @@ def test_training_on_a_folder_with_bad_images(tmp_path):
     assert len(losses) == 2 and all(np.isfinite(losses))
 
 
-def test_training_resumes_the_grain_stream_exactly(tmp_path):
+def test_training_resumes_the_grain_stream_exactly(tmp_path, image_folder):
     """A run stopped after its step-1 checkpoint and rerun logs the losses of the uninterrupted
     run: the grain iterator state in the checkpoint puts the stream back at step 1."""
     from effssl_jax import train
     from tests.tiny import tiny_config
 
-    src = _cut_imagenette(tmp_path / "data", per_class=4)  # 8 train images: one step per epoch
+    src = image_folder(per_class=4)  # 8 train images: one step per epoch
     c = tiny_config()
     c.dataset, c.progress_bar, c.batch_size, c.epochs = f"folder:{src}", False, 8, 3
     c.data.threads, c.log_every_steps, c.checkpoint_every_steps = 2, 1, 1

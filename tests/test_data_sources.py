@@ -1,9 +1,8 @@
 """Host-side data sources: the generated synthetic set and the image-folder loader."""
-import glob
 import io
-import os
 import shutil
 
+import images
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
@@ -12,7 +11,6 @@ from effssl_jax.data.errors import DataError
 from effssl_jax.data.folder import decode_image, load_folder_arrays, scan_folder
 from effssl_jax.data.synthetic import CLASS_NAMES, make_synthetic
 
-IMAGENETTE = "/work/shared/data/imagenette2-160/train"
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -92,26 +90,64 @@ def _save(img, path, **kw):
         img.save(f, **kw)
 
 
+def _size_mode(path):
+    with Image.open(path) as im:
+        return im.size, im.mode
+
+
 @pytest.fixture(scope="module")
-def real_jpegs():
-    if not os.path.isdir(IMAGENETTE):
-        pytest.skip(f"{IMAGENETTE} not available")
-    a = sorted(glob.glob(os.path.join(IMAGENETTE, "n01440764", "*.JPEG")))[:3]
-    b = sorted(glob.glob(os.path.join(IMAGENETTE, "n02102040", "*.JPEG")))[:3]
+def jpegs(image_folder):
+    """The first 3 train JPEGs of two classes of the generated folder: a 160 x 160 RGB, a 4:3 RGB
+    and a 3:4 greyscale one; a 3:4 RGB, a 16:9 CMYK and a 20 x 28 RGB one."""
+    root = image_folder() / "train"
+    a = [str(p) for p in sorted((root / "disk").glob("*.JPEG"))[:3]]
+    b = [str(p) for p in sorted((root / "ring").glob("*.JPEG"))[:3]]
+    assert [_size_mode(p)[1] for p in a + b] == ["RGB", "RGB", "L", "RGB", "CMYK", "RGB"]
     return a, b
 
 
+def test_generated_image_folder(image_folder, tmp_path):
+    """conftest's image_folder: labelled, of every size and mode promised, deterministic, and
+    learnable (1-NN on 32 px pixels far above chance); write_jpeg writes the size and mode asked."""
+    root = image_folder(per_class=8, classes=4)
+    files = {}
+    for split in ("train", "val"):
+        paths, labels, names = scan_folder(str(root / split))
+        assert names == list(CLASS_NAMES[:4]) and np.bincount(labels).tolist() == [8] * 4
+        files[split] = [_size_mode(p) for p in paths]
+        assert files[split][0] == ((160, 160), "RGB")
+    train = files["train"]
+    assert {size[::-1] for size, _ in train} == set(images.SIZES)
+    assert min(min(size) for size, _ in train) < 32
+    modes = [mode for _, mode in train]
+    assert set(modes) == {"RGB", "L", "CMYK"} and modes.count("L") >= 4 and modes.count("CMYK") >= 4
+    again = images.write_image_folder(tmp_path / "again", per_class=8, classes=4)
+    for p in sorted(root.glob("*/*/*.JPEG")):
+        assert (again / p.relative_to(root)).read_bytes() == p.read_bytes(), p
+    # Measured: 1-NN 0.91 on raw pixels, 0.59 on the colour-free edge map; chance is 0.25.
+    xtr, ytr, _, skipped = load_folder_arrays(str(root / "train"), 32, progress=False)
+    xte, yte, _, _ = load_folder_arrays(str(root / "val"), 32, progress=False)
+    assert skipped == [] and len(xtr) == len(xte) == 32
+    assert _knn1(_raw_pixels(xtr), ytr, _raw_pixels(xte), yte) > 0.7
+    assert _knn1(_edge_map(xtr), ytr, _edge_map(xte), yte) > 0.4
+    for height, width, mode in ((90, 160, "RGB"), (160, 120, "L"), (24, 31, "CMYK")):
+        path = images.write_jpeg(tmp_path / "one" / f"{mode}.jpg", height, width, mode, seed=3)
+        with Image.open(path) as im:
+            assert (im.format, im.size, im.mode) == ("JPEG", (width, height), mode)
+
+
 @pytest.fixture
-def image_tree(tmp_path, real_jpegs):
-    """root/{cats,dogs}/: 6 real JPEGs, 5 odd-mode images (one a GIF), 3 broken files."""
-    a, b = real_jpegs
+def image_tree(tmp_path, jpegs):
+    """root/{cats,dogs}/: 6 JPEGs of several sizes and modes, 5 odd-mode images (one a GIF), 3
+    broken files."""
+    a, b = jpegs
     root = tmp_path / "root"
     (root / "cats").mkdir(parents=True)
     (root / "dogs").mkdir()
     for i, p in enumerate(a):
-        shutil.copyfile(p, root / "cats" / f"real{i}.JPEG")  # upper-case extension
+        shutil.copyfile(p, root / "cats" / f"img{i}.JPEG")  # upper-case extension
     for i, p in enumerate(b):
-        shutil.copyfile(p, root / "dogs" / f"real{i}.jpg")
+        shutil.copyfile(p, root / "dogs" / f"img{i}.jpg")
     rgb = Image.open(a[0]).convert("RGB").resize((48, 40))
     _save(rgb.convert("L"), root / "cats" / "gray.png", format="PNG")
     _save(rgb.convert("CMYK"), root / "cats" / "cmyk.jpg", format="JPEG")
@@ -154,7 +190,7 @@ def test_load_folder_arrays_skips_exactly_the_bad_files(image_tree):
     assert set(skipped) == bad and len(skipped) == 3
     assert images.shape == (11, 32, 32, 3) and images.dtype == np.uint8
     assert names == ["cats", "dogs"]
-    assert labels.tolist() == [0] * 5 + [1] * 6  # cats: 3 real + gray + cmyk
+    assert labels.tolist() == [0] * 5 + [1] * 6  # cats: 3 JPEGs + gray + cmyk
     good = [p for p in scan_folder(str(root))[0] if p not in bad]
     for img, path in zip(images, good):
         np.testing.assert_array_equal(img, decode_image(path, 32))
@@ -167,8 +203,8 @@ def test_load_folder_arrays_skips_exactly_the_bad_files(image_tree):
     assert abs(rgba.mean() / src.mean() - 128 / 255) < 0.05
 
 
-def test_decode_matches_pil_resize(real_jpegs):
-    path = real_jpegs[0][0]
+def test_decode_matches_pil_resize(jpegs):
+    path = jpegs[0][0]
     ref = np.asarray(Image.open(path).convert("RGB").resize((64, 64), Image.Resampling.BICUBIC))
     out = decode_image(path, 64)
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8
@@ -191,8 +227,8 @@ def test_decode_resizes_short_side_and_centre_crops():
     assert out[:, 0, 0].min() > 200 and out[:, -1, 2].min() > 200
 
 
-def test_decode_large_jpeg_uses_draft_and_stays_accurate(real_jpegs):
-    big = Image.open(real_jpegs[0][0]).convert("RGB").resize((1280, 960))
+def test_decode_large_jpeg_uses_draft_and_stays_accurate(jpegs):
+    big = Image.open(jpegs[0][0]).convert("RGB").resize((1280, 960))
     buf = io.BytesIO()
     big.save(buf, format="JPEG", quality=95)
     out = decode_image(buf.getvalue(), 64).astype(int)
@@ -225,8 +261,8 @@ def test_all_files_bad_raises(tmp_path):
         load_folder_arrays(str(tmp_path), 32, progress=False)
 
 
-def test_unlabeled_flat_folder(tmp_path, real_jpegs):
-    for i, p in enumerate(real_jpegs[0]):
+def test_unlabeled_flat_folder(tmp_path, jpegs):
+    for i, p in enumerate(jpegs[0]):
         shutil.copyfile(p, tmp_path / f"{i}.jpeg")
     (tmp_path / ".hidden.jpg").write_bytes(b"")  # ignored, e.g. macOS "._" files
     images, labels, names, skipped = load_folder_arrays(str(tmp_path), 40, progress=False)

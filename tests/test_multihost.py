@@ -18,7 +18,6 @@ import time
 
 import pytest
 from conftest import COMPILE_FAST, made_once
-from test_data_loader import _cut_imagenette
 from test_launch import TINY, metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,12 +57,13 @@ def finish(procs, log_prefix, timeout=600):
 
 
 @pytest.fixture(scope="session")
-def runs(tmp_path_factory, worker_id):
+def runs(tmp_path_factory, worker_id, image_folder):
     """(folder, {name: logs}): the run of 1 process x 8 devices ('one'), and of 2 x 4 that was
-    killed after its step-2 checkpoint and started again ('two'), on 32 + 32 real Imagenette
-    images; then the offline evaluation of 'two' by 2 x 4 processes."""
+    killed after its step-2 checkpoint and started again ('two'), on conftest's image_folder of
+    2 classes x 32 generated JPEGs a split; then the offline evaluation of 'two' by 2 x 4
+    processes."""
     def make(root):
-        data = _cut_imagenette(root / "data", per_class=32)
+        data = image_folder(per_class=32)
         train = ["launch.py", *RUN, f"--config.dataset=folder:{data}"]
         logs = {}
         one = subprocess.run([sys.executable, *train, f"--workdir={root / 'one'}"], cwd=ROOT,
