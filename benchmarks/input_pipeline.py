@@ -1,160 +1,206 @@
-"""Input pipeline vs train step, images/s at each bucket resolution, from one run.
+"""What keeping whole images costs the host: decode rate and bytes per image, vs before, vs torch.
 
-    python benchmarks/input_pipeline.py                                   # imagenette2-160, 96..224
-    python benchmarks/input_pipeline.py --resolutions 96,224 --batch 64 --source both
-    python benchmarks/input_pipeline.py --data /data/imagenet/train --no-step
+    python benchmarks/input_pipeline.py                  # 256 made 500x375 JPEGs, 224 and 96 px
+    python benchmarks/input_pipeline.py --make-jpegs 0 --data /data/imagenet/train --images 2000
 
-Loader: the grain loader of training (`data/grain_loader.py`), one worker pool across all buckets
-(the buckets follow each other in one stream, as in a Super Progressive run), decoding the training
-split at each bucket's host size (resolution x data.host_margin) with random crops; images/s is
-measured at the consumer with nothing else running, after the first batch of each bucket.
-Sources: `folder` reads the JPEG files, `packed` an ArrayRecord copy made first by
-`python -m effssl_jax.data.prepare` (into a temporary folder), `both` times the two.
+Why: the host no longer crops a small square for the device to crop in; it decodes each image whole
+and sends it in a canvas so the device can draw torchvision's RandomResizedCrop boxes from it
+(data/canvas.py). This measures what that costs the host's CPUs and the link to the device, next to
+the old square and to torchvision's own loader.
 
-Train step: the jitted data-parallel SimSiam step of training (`step.make_step_fn`:
-on-device augmentation of two views, per-view BN, backward, SGD) on ResNet-18 (width 64), the same
-global batch and host size, compiled once per bucket (compile not timed), median of --steps steps.
-A ratio >= 2 means the loader keeps the accelerator fed with room to spare.
+For each resolution r (views drawn with crop scales from --min-scale, default SimSiam's 0.2, aspect
+ratios up to 4/3), three host transforms decode the same JPEG files:
+- old: the host square the grain loader made before whole images (data/canvas.py): shorter side
+  S = max(r, 8 round(r (8/7) / 8)) (224 -> 256, 96 -> 112), libjpeg draft mode to (2S, 2S), one
+  bicubic resize (reducing_gap=3.0) of an S x S square at a random offset along the longer side,
+  reimplemented here as the old `folder.decode_image` did it; the device then cropped inside it.
+- new: the library's `folder.WholeImage(canvas.host_size(r, min_scale, 4/3, 4/3))`, as the grain
+  loader's `HostBatch` calls it: the whole image, shorter side at most `short`, in a canvas square.
+- torchvision: `DataLoader(ImageFolder(..., RandomResizedCrop(r, scale=(min_scale, 1)) +
+  ToTensor()), num_workers=cores)`, the standard PyTorch training input.
+old and new run as a plain loop over the file paths on `--cores` threads (a ThreadPoolExecutor;
+PIL releases the GIL while decoding and resizing; grain's machinery adds no image work); the
+DataLoader runs `--cores` worker processes (persistent; its first epoch is not timed). The three
+take turns, --repeats passes each over the same --images files, and the best pass is printed as
+decoded images/s per core (wall-clock images/s / cores) and as images per CPU second used (the
+process's threads, or the DataLoader's workers and main process, read from /proc): the latter
+varies much less when other processes share the cores. Bytes per image are what each sends to the
+device: old S*S*3 uint8, new canvas*canvas*3 uint8 + 8 (its int32 height, width), torchvision
+r*r*3*4 float32 (ToTensor; r*r*3 as uint8 with PILToTensor).
+
+Data: ImageNet's typical files are 500x375 JPEGs, larger than the 224 px views and not square, which
+is where the host's work differs; --make-jpegs N (default 256) writes N of them (every 4th 375x500)
+into a temporary folder from the Imagenette images of --data (160x160 squares whose central 4:3 box
+is upsampled: smoother and smaller files than photos, whose ImageNet average is ~110 kB, so likely a
+little faster to decode; their mean size is printed). --make-jpegs 0 times the files of --data.
+
+The loader-vs-train-step table of earlier versions (grain loader images/s per bucket next to the
+compiled ResNet-18 SimSiam step's) was dropped: it compiled a step per bucket, minutes on a CPU.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import glob
 import os
-import statistics
+import random
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
                             "shared", "data", "imagenette2-160")
 
 
-def loader_rates(source, resolutions, batch, batches, threads, margin, processes=0):
-    """{resolution: images/s} of one grain loader running through all buckets in turn."""
-    from effssl_jax.data import grain_loader
-    from effssl_jax.data.order import Sampler
-    per = batches + 1  # the first batch of each bucket is not timed
-    sizes = tuple((i * per, grain_loader.host_size(r, margin)) for i, r in enumerate(resolutions))
-    sampler = Sampler(len(source), batch, seed=0)
-    ld = grain_loader.GrainLoader(source, sampler, sizes, per * len(resolutions), threads=threads,
-                            processes=processes, prefetch=2 * (threads or os.cpu_count() or 1))
-    ld.restore(0)
-    stamps = []
-    for step, images in ld:
-        stamps.append(time.perf_counter())
-        assert images.shape == (batch,) + (grain_loader.size_at(sizes, step),) * 2 + (3,)
-    ld.close()
-    return {r: batch * batches / (stamps[(i + 1) * per - 1] - stamps[i * per])
-            for i, r in enumerate(resolutions)}
+@dataclasses.dataclass(frozen=True)
+class OldSquare:
+    """The old host transform: uint8 [S, S, 3], a square of the image resized to S x S."""
+    size: int
+
+    def __call__(self, path):
+        s = self.size
+        with Image.open(path) as im:
+            if im.format == "JPEG":
+                im.draft(None, (2 * s, 2 * s))
+            im = im if im.mode == "RGB" else im.convert("RGB")
+            w, h = im.size
+            side, offset = min(w, h), random.random()
+            x0, y0 = (w - side) * offset, (h - side) * offset
+            im = im.resize((s, s), Image.Resampling.BICUBIC, box=(x0, y0, x0 + side, y0 + side),
+                           reducing_gap=3.0)
+            return np.asarray(im, np.uint8)
 
 
-def step_rates(resolutions, batch, n_steps, margin, width):
-    """{resolution: images/s} of the compiled R18 SimSiam train step."""
-    import jax
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
+def make_jpegs(src: str, dst: str, n: int, seed: int = 0) -> list[str]:
+    """Writes n 500x375 JPEGs (every 4th 375x500) into dst/<class>/ from the images under src."""
+    files = sorted(glob.glob(os.path.join(src, "*", "*")))
+    if not files:
+        sys.exit(f"no images under {src}: pass --data (a folder with class folders or train/)")
+    picks = random.Random(seed).sample(files, min(n, len(files)))
+    out = []
+    for i, f in enumerate(picks):
+        with Image.open(f) as im:
+            im = im.convert("RGB")
+            w, h = (375, 500) if i % 4 == 3 else (500, 375)
+            s = min(im.width / w, im.height / h)  # the central box of aspect w:h
+            cw, ch = w * s, h * s
+            box = ((im.width - cw) / 2, (im.height - ch) / 2, (im.width + cw) / 2,
+                   (im.height + ch) / 2)
+            im = im.resize((w, h), Image.Resampling.BICUBIC, box=box)
+        path = os.path.join(dst, os.path.basename(os.path.dirname(f)), f"{i:05d}.jpg")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        im.save(path, quality=90)
+        out.append(path)
+    return sorted(out)
 
-    from effssl_jax import config_schema, experiment
-    from effssl_jax.data import grain_loader
-    from effssl_jax.step import StepSpec
 
-    c = config_schema.default_config()
-    c.method, c.batch_size, c.epochs = "simsiam", batch, 1
-    c.model.arch, c.model.width = "resnet18", width
-    c.progressive.r_max = max(resolutions)
-    exp = experiment.build(c, batch * 10)
-    mesh, state, compiled = exp.mesh, exp.init(jax.random.key(0)), exp.compiled_steps()
-    rng = np.random.default_rng(0)
-    out, compile_s = {}, {}
-    for r in resolutions:
-        size = grain_loader.host_size(r, margin)
-        spec = StepSpec(r, 2, min(64, r), size, batch)
-        t0 = time.perf_counter()
-        fn = compiled.get(spec)
-        compile_s[r] = time.perf_counter() - t0
-        images = jax.device_put(rng.integers(0, 256, (batch, size, size, 3), np.uint8),
-                                NamedSharding(mesh, P("data")))
-        times = []
-        for i in range(n_steps + 1):
-            t0 = time.perf_counter()
-            state, metrics = fn(state, images, np.float32(5.0))
-            jax.block_until_ready(metrics)
-            if i:  # the first call after compiling is not timed
-                times.append(time.perf_counter() - t0)
-        out[r] = batch / statistics.median(times)
-    return out, compile_s
+def cpu_seconds(pids=()) -> float:
+    """CPU seconds used so far by this process (all its threads) and by the processes `pids`."""
+    t = time.process_time()
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        t += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return t
+
+
+def thread_pass(pool, transform, paths):
+    """(a pass of `transform` over `paths` on the thread pool, no child pids), warmed up."""
+    list(pool.map(transform, paths[:8]))
+
+    def run():
+        for _ in pool.map(transform, paths):
+            pass
+    return run, ()
+
+
+def torchvision_pass(root, paths, r, min_scale, cores, batch):
+    """(an epoch of a torchvision DataLoader over `paths`, its worker pids), workers started."""
+    import torch
+    from torchvision import datasets, transforms
+    ds = datasets.ImageFolder(root, transforms.Compose([
+        transforms.RandomResizedCrop(r, scale=(min_scale, 1.0)), transforms.ToTensor()]))
+    keep = set(paths)
+    ds = torch.utils.data.Subset(ds, [i for i, (p, _) in enumerate(ds.samples) if p in keep])
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=cores,
+                                     persistent_workers=True)
+
+    def run():
+        for x, _ in dl:
+            assert x.dtype == torch.float32 and x.shape[1:] == (3, r, r)
+    run()  # starts the workers, not timed
+    return run, [w.pid for w in dl._iterator._workers]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=DEFAULT_DATA, help="image folder with train/ (or a class "
-                   "folder, or a folder packed by effssl_jax.data.prepare)")
-    p.add_argument("--resolutions", default="96,128,160,192,224")
-    p.add_argument("--batch", type=int, default=32, help="global batch")
-    p.add_argument("--batches", type=int, default=20, help="timed loader batches per bucket")
-    p.add_argument("--steps", type=int, default=2, help="timed train steps per bucket")
-    p.add_argument("--threads", type=int, default=0, help="grain threads (0: min(16, CPUs))")
-    p.add_argument("--processes", type=int, default=0, help="grain worker processes")
-    p.add_argument("--margin", type=float, default=8 / 7, help="data.host_margin")
-    p.add_argument("--width", type=int, default=64, help="ResNet-18 width")
-    p.add_argument("--source", choices=("folder", "packed", "both"), default="folder")
-    p.add_argument("--no-step", action="store_true", help="time the loader only")
+    p.add_argument("--data", default=DEFAULT_DATA, help="image folder (with train/, or class "
+                   "folders): the source of --make-jpegs, or the files timed with --make-jpegs 0")
+    p.add_argument("--make-jpegs", type=int, default=256, help="N made 500x375 JPEGs (0: --data)")
+    p.add_argument("--resolutions", default="224,96")
+    p.add_argument("--min-scale", type=float, default=0.2, help="smallest crop scale (SimSiam's)")
+    p.add_argument("--images", type=int, default=0, help="timed images per pass (0: all)")
+    p.add_argument("--repeats", type=int, default=5, help="timed passes; the best is printed")
+    p.add_argument("--cores", type=int, default=os.cpu_count() or 1,
+                   help="threads (old, new) and DataLoader workers (torchvision)")
+    p.add_argument("--batch", type=int, default=32, help="DataLoader batch size")
     args = p.parse_args(argv)
-    try:
-        from effssl_jax import cpu_flags
-        cpu_flags.set_default_xla_flags()
-    except ImportError:
-        pass
-    from absl import flags
-    flags.FLAGS(sys.argv[:1])  # grain's worker processes read absl flags
-    import jax
+    from effssl_jax.data import canvas, folder
 
-    from effssl_jax import config_schema
-    from effssl_jax.data import prepare, sources
-
+    data = os.path.join(args.data, "train") if os.path.isdir(
+        os.path.join(args.data, "train")) else args.data
     resolutions = [int(r) for r in args.resolutions.split(",")]
-    c = config_schema.default_config()
-    c.dataset = f"folder:{os.path.abspath(args.data)}"
-    rates = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        kinds = ("folder", "packed") if args.source == "both" else (args.source,)
-        for kind in kinds:
-            if kind == "packed" and sources.find_prepared(args.data) is None:
-                t0 = time.perf_counter()
-                prepare.prepare(args.data, tmp, name="bench", progress=False)
-                print(f"packed {args.data} in {time.perf_counter() - t0:.1f}s", flush=True)
-                c.dataset = f"folder:{tmp}"
-            source = sources.open_source(c, "train")
-            print(f"{kind}: {len(source)} images ({type(source).__name__}); timing the loader",
-                  flush=True)
-            rates[kind] = loader_rates(source, resolutions, args.batch, args.batches,
-                                       args.threads, args.margin, args.processes)
-    step, compile_s = ({}, {}) if args.no_step else step_rates(
-        resolutions, args.batch, args.steps, args.margin, args.width)
-
-    from effssl_jax.data import decode, grain_loader
-    threads = decode.default_threads(args.threads)
-    print(f"\n{jax.devices()[0].platform} x{jax.device_count()} ({jax.devices()[0].device_kind}), "
-          f"{os.cpu_count()} CPUs, grain threads {threads}, processes {args.processes}, "
-          f"global batch {args.batch}")
-    head = "| bucket px | host px | " + " | ".join(f"loader {k} img/s" for k in rates)
-    if step:
-        head += " | R18 step img/s | " + " | ".join(f"{k} / step" for k in rates)
-    print(head + " |")
-    print("|" + "---:|" * (head.count("|")))
-    for r in resolutions:
-        row = f"| {r} | {grain_loader.host_size(r, args.margin)} | " + " | ".join(
-            f"{rates[k][r]:.0f}" for k in rates)
-        if step:
-            row += f" | {step[r]:.1f} | " + " | ".join(f"{rates[k][r] / step[r]:.1f}x"
-                                                       for k in rates)
-        print(row + " |")
-    if compile_s:
-        print("compile s per bucket (not timed): " + ", ".join(
-            f"{r}: {s:.0f}" for r, s in compile_s.items()))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.cores) as pool:
+        root = tmp if args.make_jpegs else data
+        paths = make_jpegs(data, tmp, args.make_jpegs) if args.make_jpegs else \
+            folder.scan_folder(data)[0]
+        paths = paths[:args.images] if args.images else paths
+        sizes = [Image.open(f).size for f in paths[:200]]
+        kb = np.mean([os.path.getsize(f) for f in paths]) / 1e3
+        print(f"{len(paths)} files {'made from' if args.make_jpegs else 'of'} {data}: "
+              f"{sum(w > h for w, h in sizes)}/{len(sizes)} landscape, median (w, h) "
+              f"{sorted(sizes)[len(sizes) // 2]}, mean {kb:.0f} kB; {args.cores} threads / "
+              f"workers, best of {args.repeats} interleaved passes", flush=True)
+        for r in resolutions:
+            s = max(r, 8 * round(r * (8 / 7) / 8))
+            size = canvas.host_size(r, args.min_scale, 4 / 3, 4 / 3)
+            cases = {  # name: (sent to device, bytes per image, (run, pids))
+                f"old: square S={s}": (f"{s}x{s} uint8", s * s * 3,
+                                       thread_pass(pool, OldSquare(s), paths)),
+                f"new: WholeImage short {size.short}, canvas {size.canvas}": (
+                    f"{size.canvas}x{size.canvas} uint8 + 2 int32", size.canvas ** 2 * 3 + 8,
+                    thread_pass(pool, folder.WholeImage(size), paths)),
+                "torchvision RRC + ToTensor": (
+                    f"{r}x{r} float32 (uint8: {r * r * 3:,} B)", r * r * 3 * 4,
+                    torchvision_pass(root, paths, r, args.min_scale, args.cores, args.batch))}
+            wall, cpu = dict.fromkeys(cases, float("inf")), dict.fromkeys(cases, float("inf"))
+            for _ in range(args.repeats):  # interleaved: a burst of load hits every case
+                for name, (_, _, (run, pids)) in cases.items():
+                    t0, c0 = time.perf_counter(), cpu_seconds(pids)
+                    run()
+                    c1, t1 = cpu_seconds(pids), time.perf_counter()
+                    wall[name], cpu[name] = min(wall[name], t1 - t0), min(cpu[name], c1 - c0)
+            rows += [(r, name, sent, len(paths) / wall[name] / args.cores,
+                      len(paths) / cpu[name], nbytes)
+                     for name, (sent, nbytes, _) in cases.items()]
+            del cases  # shuts the DataLoader's workers down
+            print(f"{r} px done", flush=True)
+    print(f"\nmin_scale {args.min_scale}, aspect 4/3; img/s per core = decoded img/s (wall) / "
+          f"{args.cores}; img per CPU-s = images / CPU seconds used (threads, or DataLoader "
+          "workers + main); ratios: the new row's / this row's")
+    print("| r | host transform | sent to device | img/s per core | img per CPU-s | bytes / image "
+          "| new/this img/s | new/this img per CPU-s | new/this bytes |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    for r, name, sent, rate, per_cpu, nbytes in rows:
+        new = next(row for row in rows if row[0] == r and row[1].startswith("new"))
+        print(f"| {r} | {name} | {sent} | {rate:.0f} | {per_cpu:.0f} | {nbytes:,} | "
+              f"{new[3] / rate:.2f}x | {new[4] / per_cpu:.2f}x | {new[5] / nbytes:.2f}x |")
 
 
 if __name__ == "__main__":
