@@ -10,7 +10,7 @@ from configs import simsiam_baseline
 
 
 def get_config(arg=None):
-    c = simsiam_baseline.get_config()
+    c = simsiam_baseline.shared_config()
     c.name = "byol_baseline"
     c.method = "byol"
     return c

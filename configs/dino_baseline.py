@@ -11,7 +11,7 @@ from configs import simsiam_baseline
 
 
 def get_config(arg=None):
-    c = simsiam_baseline.get_config()
+    c = simsiam_baseline.shared_config()
     c.name = "dino_baseline"
     c.method = "dino"
     return c

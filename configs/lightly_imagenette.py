@@ -27,7 +27,7 @@ def get_config(arg="cosine"):
     if row not in ROWS:
         raise ValueError(f"unknown row {row!r}; valid: {', '.join(ROWS)}")
     base_epochs = int(epochs or 200)
-    c = simsiam_baseline.get_config()
+    c = simsiam_baseline.shared_config()
     c.name = f"lightly_imagenette_{row}"
     c.method = "simclr"
     c.simclr.proj_hidden, c.simclr.proj_dim, c.simclr.temperature = 512, 128, 0.5

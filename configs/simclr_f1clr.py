@@ -10,7 +10,7 @@ from configs import simsiam_f1clr
 
 
 def get_config(arg=None):
-    c = simsiam_f1clr.get_config()
+    c = simsiam_f1clr.shared_config()
     c.name = "simclr_f1clr"
     c.method = "simclr"
     return c

@@ -27,6 +27,7 @@ DATA_LOADERS = ("auto", "memory", "grain", "device")
 ON_NONFINITE = ("stop", "skip")
 WARMUP_SCHEDULES = ("f1clr", "warmup_cosine")  # the schedules that read optim.warmup_epochs
 OPTIMIZERS = ("sgd", "adamw")  # optim.py
+PREDICTOR_METHODS = ("simsiam", "byol", "mocov3")  # networks with a `predictor` (fix_pred_lr)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -71,6 +72,9 @@ def default_config() -> ml_collections.ConfigDict:
     # every other resolution.
     c.model.patch_size = 16
     c.model.img_size = 0
+    # ResNets: zero the scale of each residual block's last BN (bn2 / bn3) at init, so that every
+    # block starts as the identity (torchvision's zero_init_residual; SimSiam's builder sets it).
+    c.model.zero_init_residual = False
     c.dtype = "auto"  # 'auto': bfloat16 on GPU/TPU, float32 on CPU; 'float64': layout checks
 
     # Method hyper-parameters; each method reads its own sub-dict.
@@ -99,7 +103,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim.warmup_epochs = 0.0  # t_w for warmup_cosine and f1clr
     c.optim.one_cycle_fraction = 0.3  # rho of 1-CLR
     c.optim.weight_decay = 5e-4
-    c.optim.decay_bn_and_bias = False
+    c.optim.decay_bn_and_bias = False  # True: BN scales and biases decay too (SimSiam's code)
+    # True: the predictor's parameters keep optim.lr (the schedule's peak) while the rest follow
+    # the schedule (SimSiam's --fix-pred-lr); for methods with a predictor (simsiam, byol, mocov3)
+    c.optim.fix_pred_lr = False
     c.optim.clip_grad_norm = 0.0  # > 0: clip the gradient's global norm (DINO's 3.0); 0: off
     # 'sgd' | 'adamw' (decoupled weight decay; beta1 is the schedule's momentum, so F1-CLR cycles
     # it between momentum_high and momentum_low as it does SGD's momentum)
@@ -183,6 +190,9 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
         _fail(f"model.arch={c.model.arch!r} is unknown; valid: {', '.join(BACKBONES)}")
     if c.model.conv_impl not in CONV_IMPLS:
         _fail(f"model.conv_impl={c.model.conv_impl!r} is unknown; valid: {', '.join(CONV_IMPLS)}")
+    if c.model.zero_init_residual and backbones.is_vit(c.model.arch):
+        _fail(f"model.zero_init_residual=True zeroes ResNet blocks' last BN; model.arch="
+              f"{c.model.arch!r} has none: set --config.model.zero_init_residual=False")
     if c.method == "mocov2plus" and c.mocov2plus.queue_size < c.batch_size:
         _fail(f"mocov2plus.queue_size={c.mocov2plus.queue_size} must be >= batch_size="
               f"{c.batch_size} (each step enqueues the whole batch)")
@@ -210,6 +220,13 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
               f"{c.optim.beta2} must lie in [0, 1)")
     if c.optim.weight_decay < 0:
         _fail(f"optim.weight_decay={c.optim.weight_decay} must be >= 0")
+    if c.optim.fix_pred_lr and c.method not in PREDICTOR_METHODS:
+        _fail(f"optim.fix_pred_lr=True fixes the predictor's lr but method={c.method!r} has no "
+              f"predictor (only {', '.join(PREDICTOR_METHODS)}); set --config.optim.fix_pred_lr="
+              "False")
+    if c.optim.fix_pred_lr and c.optim.schedule == "exponential":
+        _fail("optim.fix_pred_lr=True holds the predictor at optim.lr, the value the LR range test "
+              "(optim.schedule=exponential) searches for; set --config.optim.fix_pred_lr=False")
     if c.method == "mocov3" and not (c.mocov3.temperature > 0 and 0 <= c.mocov3.tau_base <= 1):
         _fail(f"mocov3.temperature={c.mocov3.temperature} must be positive and mocov3.tau_base="
               f"{c.mocov3.tau_base} in [0, 1]")

@@ -260,6 +260,36 @@ def test_init_like_torchvision(r18_init):
     np.testing.assert_array_equal(variables['batch_stats']['bn1']['var'], 1.0)
 
 
+@pytest.mark.parametrize('arch', ['resnet18', 'resnet50'])
+def test_zero_init_residual_zeroes_the_bns_torchvision_does(arch):
+    """torchvision's resnet(zero_init_residual=True) (SimSiam's builder asks for it): the same
+    BN weights, by state_dict name, start at 0 (each block's last BN: bn2 in BasicBlock, bn3 in
+    Bottleneck, not the shortcut's), every other BN weight at 1; off by default."""
+    torchvision = pytest.importorskip('torchvision')
+    theirs = getattr(torchvision.models, arch)(zero_init_residual=True).state_dict()
+    bn_weights = lambda sd: {k: np.asarray(v) for k, v in sd.items()
+                             if k.endswith('.weight') and np.asarray(v).ndim == 1}
+    theirs = bn_weights(theirs)
+    zeroed = {k for k, v in theirs.items() if not v.any()}
+    assert zeroed and all(k.endswith(('bn2.weight', 'bn3.weight')) for k in zeroed)
+    for zero_init in (True, False):
+        model = get_backbone(arch, num_classes=1000, conv_impl='xla',
+                             zero_init_residual=zero_init)
+        ours = bn_weights(to_torchvision(_init(model, shape=(1, 32, 32, 3))))
+        assert set(ours) == set(theirs)
+        assert {k for k, v in ours.items() if not v.any()} == (zeroed if zero_init else set())
+        assert all((v == 1).all() for k, v in ours.items() if k not in zeroed or not zero_init)
+
+
+def test_backbone_from_config_passes_zero_init_residual():
+    from effssl_jax import config_schema
+    from effssl_jax.models import backbones
+    c = config_schema.default_config()
+    assert not backbones.from_config(c, jnp.float32).zero_init_residual
+    c.model.zero_init_residual = True
+    assert backbones.from_config(c, jnp.float32).zero_init_residual
+
+
 # --- conversion ----------------------------------------------------------------------
 
 def test_roundtrip_is_exact(r18_variables):

@@ -41,13 +41,15 @@ def vit_img_size(config) -> int:
 
 def from_config(config, dtype: Any) -> nn.Module:
     """The backbone of a run's config: images [B, r, r, 3] -> features [B, feature_dim], with
-    float32 parameters and `dtype` compute (bfloat16 on accelerators)."""
+    float32 parameters and `dtype` compute (bfloat16 on accelerators). A ResNet zero-initialises
+    its blocks' last BN scales under model.zero_init_residual (ViTs have none: the config's
+    validation refuses it)."""
     m = config.model
     if is_vit(m.arch):
         return vit.get_vit(m.arch, patch_size=m.patch_size, img_size=vit_img_size(config),
                            dtype=dtype)
     return resnet.get_backbone(m.arch, width=m.width, cifar_stem=m.cifar_stem, dtype=dtype,
-                               conv_impl=m.conv_impl)
+                               conv_impl=m.conv_impl, zero_init_residual=m.zero_init_residual)
 
 
 def feature_dim(model_config) -> int:

@@ -12,6 +12,11 @@ so converted weights give the same outputs.
 
 ``conv_impl`` ('auto' | 'xla' | 'matmul') picks how the convolutions and the stem
 max-pool are computed, through ``cpu_conv``; the parameters are the same either way.
+
+``zero_init_residual`` is torchvision's: the scale (gamma) of each residual block's
+last BN (``bn2`` of a BasicBlock, ``bn3`` of a Bottleneck; not the shortcut's) starts
+at 0, so every residual branch starts at 0 and each block as the identity (Goyal et
+al. 2017). SimSiam's builder asks for it.
 """
 
 from functools import partial
@@ -54,11 +59,17 @@ def _shortcut(block, x, out_features: int):
     return block.norm(name='downsample_bn')(x)
 
 
+def _last_bn_init(zero: bool):
+    """Scale init of a block's last BN: zeros under zero_init_residual, else torch's ones."""
+    return nn.initializers.zeros if zero else nn.initializers.ones
+
+
 class BasicBlock(nn.Module):
     features: int
     strides: int
     conv: Any
     norm: Any
+    zero_init_last: bool = False  # ResNet.zero_init_residual
     expansion = 1
 
     @nn.compact
@@ -67,7 +78,7 @@ class BasicBlock(nn.Module):
         y = self.conv(self.features, (3, 3), s, torch_pad(3), name='conv1')(x)
         y = nn.relu(self.norm(name='bn1')(y))
         y = self.conv(self.features, (3, 3), padding=torch_pad(3), name='conv2')(y)
-        y = self.norm(name='bn2')(y)
+        y = self.norm(name='bn2', scale_init=_last_bn_init(self.zero_init_last))(y)
         return nn.relu(y + _shortcut(self, x, self.features))
 
 
@@ -76,6 +87,7 @@ class Bottleneck(nn.Module):
     strides: int
     conv: Any
     norm: Any
+    zero_init_last: bool = False  # ResNet.zero_init_residual
     expansion = 4
 
     @nn.compact
@@ -87,7 +99,7 @@ class Bottleneck(nn.Module):
         y = self.conv(self.features, (3, 3), s, torch_pad(3), name='conv2')(y)
         y = nn.relu(self.norm(name='bn2')(y))
         y = self.conv(self.features * 4, (1, 1), name='conv3')(y)
-        y = self.norm(name='bn3')(y)
+        y = self.norm(name='bn3', scale_init=_last_bn_init(self.zero_init_last))(y)
         return nn.relu(y + _shortcut(self, x, self.features * 4))
 
 
@@ -104,6 +116,7 @@ class ResNet(nn.Module):
     bn_momentum: float = 0.9  # flax convention: 1 - torch's momentum (0.1)
     bn_eps: float = 1e-5
     conv_impl: str = 'auto'  # one of cpu_conv.CONV_IMPLS, see cpu_conv
+    zero_init_residual: bool = False  # torchvision's: each block's last BN scale starts at 0
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -134,7 +147,7 @@ class ResNet(nn.Module):
             for j in range(n_blocks):
                 strides = 2 if i > 0 and j == 0 else 1
                 x = block_cls(self.width * 2**i, strides, conv, norm,
-                              name=f'layer{i + 1}_{j}')(x)
+                              self.zero_init_residual, name=f'layer{i + 1}_{j}')(x)
 
         x = jnp.mean(at_least_float32(x), axis=(1, 2))
         if self.num_classes is not None:
