@@ -3,6 +3,7 @@ of an EMA target network; symmetric normalised-MSE loss.
 
 Hyper-parameters (config.byol): projector Linear(4096)-BN-ReLU-Linear(256) and predictor of the
 same shape (BYOL paper Sec. 3.3; solo-learn's ImageNet-100 config uses a wider 8192 predictor),
+the last Linear without bias as in BYOL's code (tests/test_heads_vs_torch.py; solo-learn has one),
 tau_base 0.99 cosine-increased to 1 (solo-learn ImageNet-100 byol.yaml; the paper uses 0.996
 with batch 4096).
 """
@@ -48,8 +49,12 @@ class BYOL(MethodDefaults):
 
 def make(cfg, ctx: MethodContext) -> BYOL:
     """cfg: config.byol (proj_hidden, proj_dim, pred_hidden, tau_base)."""
-    projector = MLP(hidden_dims=(cfg.proj_hidden,), out_dim=cfg.proj_dim, dtype=ctx.dtype)
-    predictor = MLP(hidden_dims=(cfg.pred_hidden,), out_dim=cfg.proj_dim, dtype=ctx.dtype)
+    # deepmind-research byol/utils/networks.py MLP: the last Linear has no bias; the hidden one's
+    # (zero-initialised in haiku) is cancelled by the BN after it, so it is left out here.
+    projector = MLP(hidden_dims=(cfg.proj_hidden,), out_dim=cfg.proj_dim, out_bias=False,
+                    dtype=ctx.dtype)
+    predictor = MLP(hidden_dims=(cfg.pred_hidden,), out_dim=cfg.proj_dim, out_bias=False,
+                    dtype=ctx.dtype)
     return BYOL(net=SSLNet(ctx.backbone, projector, predictor),
                 target_net=SSLNet(ctx.backbone, projector),
                 ema_schedule=schedules.ema_cosine_schedule(cfg.tau_base, ctx.total_steps),
