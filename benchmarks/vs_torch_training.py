@@ -63,6 +63,7 @@ def recipe(method: str, seed: int, epochs: int):
     c.batch_size, c.epochs = 128, epochs
     c.optim.schedule, c.optim.weight_decay = "cosine", 5e-4
     c.optim.lr = {"simclr": 0.3, "simsiam": 0.05}[method]
+    c.augment.recipe = "paper"  # SimSiam's augmentation for both methods, as results/ measured
     c.simclr.update(proj_hidden=2048, proj_dim=128, temperature=0.2)
     c.simsiam.update(proj_dim=2048, proj_hidden=0, proj_layers=3, pred_hidden=512)
     # kNN after every epoch on fixed 2000-image subsets of the bank (train) and eval splits, the
@@ -162,9 +163,8 @@ def _torch_augment(config, size: int):
     import torch
     from torchvision.transforms import v2
 
-    from effssl_jax import augment
-    v = augment.ViewConfig(crop_scale=tuple(config.augment.crop_scale),
-                           blur_prob=config.augment.blur_prob)
+    from effssl_jax import augment, methods
+    v = methods.view_configs(config)[0]  # both views alike (SimCLR, SimSiam)
     sigma = tuple(s * size / 224 for s in v.blur_sigma)  # as augment_image rescales it
     return v2.Compose([
         v2.RandomResizedCrop(size, scale=v.crop_scale, ratio=v.crop_ratio, antialias=True),

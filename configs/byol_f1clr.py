@@ -2,9 +2,10 @@
 asymmetric blur/solarize views.
 
 Optimiser, schedule, resolution and Hard Augment settings as configs/simsiam_f1clr.py: the paper
-uses the same optimiser and augmentation hyper-parameters for every method (Sec. 4.2); the
-method's own hyper-parameters are in config_schema.py (c.byol) with their sources in
-effssl_jax/methods/byol.py.
+uses the same optimiser and augmentation hyper-parameters for every method (Sec. 4.2). Here the
+views follow BYOL's own augmentation recipe (augment.recipe 'method'; the paper's setting:
+--config.augment.recipe=paper); the method's own hyper-parameters are in config_schema.py
+(c.byol) with their sources, and the recipe's, in effssl_jax/methods/byol.py.
 """
 from configs import simsiam_f1clr
 

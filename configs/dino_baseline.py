@@ -3,9 +3,10 @@ temperature 0.04 -> 0.07 over 30 epochs, centre momentum 0.9, teacher tau 0.9995
 advice of the DINO repo).
 
 Optimiser, schedule, resolution and Hard Augment settings as configs/simsiam_baseline.py: the paper
-uses the same optimiser and augmentation hyper-parameters for every method (Sec. 4.2); the
-method's own hyper-parameters are in config_schema.py (c.dino) with their sources in
-effssl_jax/methods/dino.py.
+uses the same optimiser and augmentation hyper-parameters for every method (Sec. 4.2). Here the
+views follow DINO's own augmentation recipe (augment.recipe 'method'; the paper's setting:
+--config.augment.recipe=paper); the method's own hyper-parameters are in config_schema.py
+(c.dino) with their sources, and the recipe's, in effssl_jax/methods/dino.py.
 """
 from configs import simsiam_baseline
 

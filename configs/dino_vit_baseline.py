@@ -8,7 +8,9 @@
 - DINO head: 2048 hidden, 256 bottleneck, 65536 prototypes, last layer weight-normalised with its
   norm fixed and frozen for the first epoch; teacher temperature 0.04, student 0.1; teacher EMA
   0.996 -> 1 (cosine); centre momentum 0.9;
-- global crops of scale 0.4 - 1.
+- global crops of scale 0.4 - 1 (main_dino.py's default beside its local crops; DINO's recipe
+  here, methods/dino.py, uses the 0.14 - 1 that DINO advises without local crops), otherwise
+  DINO's augmentation recipe (methods/dino.py).
 
 What this library does not do: multi-crop (DINO adds 8 local 96 px crops; here the two global
 views only), stochastic depth (drop_path 0.1), fp16 loss scaling (bfloat16 needs none).
@@ -35,7 +37,7 @@ def get_config(arg=None):
                   norm_last_layer=True, student_temperature=0.1, teacher_temperature=0.04,
                   warmup_teacher_temperature=0.04, warmup_teacher_temperature_epochs=0,
                   center_momentum=0.9, tau_base=0.996, freeze_last_layer_epochs=1.0)
-    c.augment.crop_scale = (0.4, 1.0)
+    c.augment.crop_scale = (0.4, 1.0)  # main_dino.py --global_crops_scale's default
     c.progressive.schedule, c.progressive.r_max = "fixed", 224
     # kNN during training on fixed 10000-image subsets of the train and validation splits (two
     # forwards of 10000 images an evaluation); the full evaluation is `python -m

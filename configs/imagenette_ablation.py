@@ -22,7 +22,8 @@ What is scaled, and how the paper's ratios are kept:
   after 5 and 10 of 40 epochs (loss -0.6); SimSiam needs hundreds of epochs to rise (also seen on
   the quickstart's synthetic data), while SimCLR's rises within the first epochs;
 - unchanged: batch 128, SGD, weight decay 5e-4, cosine lr 0.1 (CA) and F1-CLR eps_max 0.2 with
-  momentum 0.95 -> 0.85 -> 0.95, augmentation magnitude 2 -> 5 with SP, weighted kNN k=200, T=0.1.
+  momentum 0.95 -> 0.85 -> 0.95, the paper's augmentation setting (configs/ablation.py: SimSiam's,
+  not SimCLR's own) at magnitude 2 -> 5 with SP, weighted kNN k=200, T=0.1.
 
 Run all six rows and print the table: python benchmarks/imagenette_ablation.py
 """

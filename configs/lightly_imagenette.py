@@ -7,7 +7,8 @@ lightly's setting (benchmarks/imagenette, imagenette_benchmark.py, results of 4.
 top-1 0.835 after 200 epochs, 49.7 min on one A6000): torchvision ResNet-18, 128 px, batch 256,
 projection head 512 -> 512 -> 128, NT-Xent temperature 0.5, SGD lr 0.06 x batch/256, momentum 0.9,
 weight decay 5e-4, cosine annealing, weighted kNN k=200, T=0.1 on the train split as the bank and
-the val split resized to 128 px and centre-cropped.
+the val split resized to 128 px and centre-cropped. The views follow SimCLR's own augmentation
+recipe (methods/simclr.py).
 
 The efficient row keeps the paper's ratios (Sec. 4): eps_max twice the cosine lr (paper 0.1 ->
 0.2), momentum 0.95 -> 0.85 -> 0.95, Super Progressive from 3/7 of r_max (paper 96 of 224) in 32

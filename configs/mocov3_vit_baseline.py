@@ -3,7 +3,8 @@
 (`--lr=1.5e-4`, batch 1024 here: 6e-4; CONFIG.md's ViT-S runs use 1024 - 4096), linear warm-up for
 40 epochs then cosine, weight decay 0.1 on every parameter (main_moco.py passes all of them to
 AdamW), temperature 0.2, momentum encoder 0.99 -> 1 (cosine), projector 3 layers and predictor 2
-of 4096 hidden, 256 out (config.mocov3; methods/mocov3.py).
+of 4096 hidden, 256 out (config.mocov3; methods/mocov3.py), MoCo v3's augmentation recipe
+(BYOL's: crop scale 0.08 - 1, asymmetric blur and solarisation; methods/mocov3.py).
 
 What this library does not do: the frozen random patch projection (`--stop-grad-conv1`), which
 MoCo v3 reports stabilises ViT training.
@@ -27,7 +28,6 @@ def get_config(arg=None):
     c.optim.weight_decay, c.optim.decay_bn_and_bias = 0.1, True
     c.mocov3.update(proj_hidden=4096, proj_dim=256, pred_hidden=4096, temperature=0.2,
                     tau_base=0.99)
-    c.augment.crop_scale = (0.08, 1.0)  # main_moco.py: RandomResizedCrop(224, scale=(0.08, 1.))
     c.progressive.schedule, c.progressive.r_max = "fixed", 224
     c.eval.every_epochs, c.eval.online_subset = 10, 10000  # as configs/dino_vit_baseline.py
     return c

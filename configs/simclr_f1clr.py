@@ -2,9 +2,10 @@
 ImageNet-100).
 
 Optimiser, schedule, resolution and Hard Augment settings as configs/simsiam_f1clr.py: the paper
-uses the same optimiser and augmentation hyper-parameters for every method (Sec. 4.2); the
-method's own hyper-parameters are in config_schema.py (c.simclr) with their sources in
-effssl_jax/methods/simclr.py.
+uses the same optimiser and augmentation hyper-parameters for every method (Sec. 4.2). Here the
+views follow SimCLR's own augmentation recipe (augment.recipe 'method'; the paper's setting:
+--config.augment.recipe=paper); the method's own hyper-parameters are in config_schema.py
+(c.simclr) with their sources, and the recipe's, in effssl_jax/methods/simclr.py.
 """
 from configs import simsiam_f1clr
 

@@ -40,7 +40,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclasses.dataclass(frozen=True)
 class ViewConfig:
-    """Static (hashable) description of one view's augmentation pipeline."""
+    """Static (hashable) description of one view's augmentation pipeline.
+
+    The defaults are SimSiam's recipe, which is also the single setting of the paper under
+    reproduction; each method's own recipe and the paper's are in ``methods/recipes.py``.
+    """
     crop_scale: tuple[float, float] = (0.2, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_prob: float = 0.5
@@ -166,10 +170,23 @@ def gaussian_blur(image, sigma, kernel_size: int):
     return sum(kernel[i] * x[:, i:i + w] for i in range(kernel_size))
 
 
-def blur_kernel_size(out_size: int) -> int:
-    """~10% of the side, made odd, as SimCLR (23 at 224 px, as SimSiam/BYOL)."""
-    k = int(0.1 * out_size)
-    return k if k % 2 == 1 else k + 1
+def blur_kernel_size(out_size: int, sigma_max: float = 2.0) -> int:
+    """Static odd kernel size of the blur at `out_size`, whose sigma reaches `sigma_max` pixels of
+    a 224 px image (augment_image scales it by out_size / 224): 2 r + 1 taps with
+    r = max(out_size // 20, ceil(3 s), 1), s = sigma_max * out_size / 224.
+
+    out_size // 20 is SimCLR's and BYOL's kernel of about a tenth of the side (simclr
+    data_util.py: kernel_size=height//10; byol augmentations.py: image size / blur_divider 10),
+    23 taps at 224 px. It grows with the side as the scaled sigma does and spans 5.6 sigma_max at
+    the default sigma range, so every side >= 20 px keeps that kernel. Below 20 px it rounds to
+    no tap around the centre, which left small views unblurred whatever their sigma; the 3 s
+    term (99.7% of the Gaussian's mass) keeps the kernel wide enough for the largest sigma at any
+    side, and for sigma ranges wider than the default. (SimSiam's and MoCo's PIL blur has no
+    kernel size: ImageFilter.GaussianBlur(radius=sigma).)
+    """
+    scaled = sigma_max * out_size / 224
+    radius = max(out_size // 20, math.ceil(round(3 * scaled, 9)), 1)
+    return 2 * radius + 1
 
 
 # ----------------------------------------------------------------------------
@@ -267,7 +284,7 @@ def augment_image(key, image, out_size: int, magnitude, cfg: ViewConfig = ViewCo
     if cfg.blur_prob > 0:
         sigma = _lerp(*cfg.blur_sigma, u[5]) * (out_size / 224)
         x = jnp.where(u[2] < cfg.blur_prob,
-                      gaussian_blur(x, sigma, blur_kernel_size(out_size)), x)
+                      gaussian_blur(x, sigma, blur_kernel_size(out_size, cfg.blur_sigma[1])), x)
     if cfg.solarize_prob > 0:
         x = jnp.where(u[3] < cfg.solarize_prob, pix.solarize(x, 0.5), x)
     if cfg.flip_prob > 0:

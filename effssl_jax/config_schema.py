@@ -16,6 +16,7 @@ import ml_collections
 from effssl_jax.data import datasets
 from effssl_jax.errors import CheckpointError, ConfigError
 from effssl_jax.methods import METHODS
+from effssl_jax.methods.recipes import RECIPES
 from effssl_jax.models import backbones
 from effssl_jax.models.backbones import BACKBONES
 from effssl_jax.models.cpu_conv import CONV_IMPLS
@@ -133,8 +134,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.progressive.magnitude_max = 5.0  # 5 = the standard SimCLR colour jitter strength
 
     c.augment = ml_collections.ConfigDict()
-    c.augment.crop_scale = (0.2, 1.0)
-    c.augment.blur_prob = 0.5
+    # 'method': each method's own recipe (its official repository's, methods/<method>.py) |
+    # 'paper': the paper's one setting for every method (SimSiam's; methods/recipes.py)
+    c.augment.recipe = "method"
+    # Overrides of the recipe on both views: the crop's (min, max) area scale, () for the
+    # recipe's; the blur probability, -1 for the recipe's (BYOL, DINO, MoCo v3: 1.0 on the first
+    # view and 0.1 on the second).
+    c.augment.crop_scale = ()
+    c.augment.blur_prob = -1.0
 
     c.hard_augment = ml_collections.ConfigDict()
     c.hard_augment.enabled = False
@@ -253,6 +260,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
                   f"progressive.bucket_step={p.bucket_step}; set a common divisor (e.g. 8)")
     if p.r_max <= 0:
         _fail(f"progressive.r_max={p.r_max} must be positive")
+    _check_augment(c.augment)
     h = c.hard_augment
     if h.enabled and h.num_views < 2:
         _fail(f"hard_augment.num_views={h.num_views} must be >= 2")
@@ -276,6 +284,19 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
         if c[key] < 1:
             _fail(f"{key}={c[key]} must be >= 1; set --config.{key} to a positive number of "
                   + ("checkpoints to keep" if key == "keep_checkpoints" else "steps"))
+
+
+def _check_augment(a) -> None:
+    """config.augment: a known recipe, and overrides that are placeholders or valid values."""
+    if a.recipe not in RECIPES:
+        _fail(f"augment.recipe={a.recipe!r} is unknown; valid: {', '.join(RECIPES)} (the "
+              "method's own recipe or the paper's setting)")
+    scale = tuple(a.crop_scale)
+    if scale and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
+        _fail(f"augment.crop_scale={scale} must be (min, max) with 0 < min <= max <= 1, or () "
+              "for the recipe's; set e.g. --config.augment.crop_scale='(0.08, 1.0)'")
+    if a.blur_prob != -1 and not 0 <= a.blur_prob <= 1:
+        _fail(f"augment.blur_prob={a.blur_prob} must lie in [0, 1], or be -1 for the recipe's")
 
 
 def _check_resolution_multiples(c) -> None:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from effssl_jax import augment, checkpoint, config_schema, methods, optim
+from effssl_jax import checkpoint, config_schema, methods, optim
 from effssl_jax import plan as plan_lib
 from effssl_jax.compile import CompiledSteps, forward_flops
 from effssl_jax.models import backbones
@@ -48,12 +48,12 @@ def sizes(config) -> tuple[int, int]:
 
 
 def build_method(config, dtype, steps_per_epoch: int, total_steps: int):
-    view = augment.ViewConfig(crop_scale=tuple(config.augment.crop_scale),
-                              blur_prob=config.augment.blur_prob)
+    """config.method's method on config.model's backbone, its two views augmented as
+    config.augment says (the method's own recipe or the paper's, with any overrides)."""
     return methods.get_method(config, methods.MethodContext(
         backbone=backbones.from_config(config, dtype), feature_dim=backbones.feature_dim(
-            config.model), view_config=view, dtype=dtype, steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps))
+            config.model), view_configs=methods.view_configs(config),
+        dtype=dtype, steps_per_epoch=steps_per_epoch, total_steps=total_steps))
 
 
 def with_measured_costs(config, plan: Plan) -> Plan:

@@ -212,9 +212,33 @@ def test_normalize():
 
 
 def test_blur_kernel_size():
-    assert [A.blur_kernel_size(s) for s in (32, 64, 160, 224)] == [3, 7, 17, 23]
+    """SimCLR's ~10% of the side from 20 px up (23 taps at 224 px), and at every side a radius of
+    at least 3 x the largest scaled sigma, never less than 1."""
+    assert [A.blur_kernel_size(s) for s in (32, 64, 96, 160, 224)] == [3, 7, 9, 17, 23]
+    assert [A.blur_kernel_size(s) for s in (1, 8, 16, 19)] == [3, 3, 3, 3]
+    for size, sigma_max in itertools.product((8, 16, 24, 32, 64, 224), (0.5, 2.0, 8.0, 20.0)):
+        k = A.blur_kernel_size(size, sigma_max)
+        assert k % 2 == 1 and k // 2 >= max(1, 3 * sigma_max * size / 224), (size, sigma_max)
+        assert k >= A.blur_kernel_size(size)  # a wider sigma range never narrows the kernel
     flat = jnp.full((20, 20, 3), 0.3)
     np.testing.assert_allclose(A.gaussian_blur(flat, 1.5, 7), flat, atol=1e-6)
+
+
+@pytest.mark.parametrize("out_size,sigma_max", [(16, 2.0), (16, 8.0), (32, 2.0), (32, 8.0)])
+def test_blur_does_not_vanish_at_small_sizes(out_size, sigma_max):
+    """A view blurred at the largest sigma augment_image draws at `out_size` (sigma_max px of a
+    224 px image, scaled by out_size / 224), with the kernel it uses there, differs from the
+    unblurred view. At 16 px the old kernel (~10% of the side) had no tap beside the centre.
+    At the default sigma_max 2 a 16 px view's sigma is 1/7 px: the neighbours' taps weigh
+    ~exp(-24.5) of the centre's, so only pixels at 0 move (by that weight); 8 px of 224 is a blur
+    that shows at 16 px."""
+    x = np.random.RandomState(0).rand(out_size, out_size, 3).astype(np.float32)
+    x[:, :2] = 0.0  # black pixels beside brighter ones
+    sigma = sigma_max * out_size / 224
+    y = np.asarray(A.gaussian_blur(jnp.asarray(x), sigma, A.blur_kernel_size(out_size, sigma_max)))
+    assert (y != x).any()
+    if sigma > 0.25:
+        assert np.abs(y - x).mean() > 1e-4
 
 
 # ----------------------------------------------------------------------------
@@ -286,6 +310,18 @@ def test_blur_matches_torchvision(tv, sigma, ksize):
     ours = A.gaussian_blur(jnp.asarray(x), sigma, ksize)
     theirs = TF.gaussian_blur(_to_torch(torch, x), [ksize, ksize], [sigma, sigma])
     np.testing.assert_allclose(ours, _from_torch(theirs), atol=1e-5)
+
+
+def test_blur_at_224_px_matches_torchvision(tv):
+    """augment_image's blur at 224 px: the 23-tap kernel, at both ends of the sigma range."""
+    torch, TF = tv
+    x = np.random.RandomState(1).rand(224, 224, 3).astype(np.float32)
+    k = A.blur_kernel_size(224, A.ViewConfig().blur_sigma[1])
+    assert k == 23
+    for sigma in A.ViewConfig().blur_sigma:
+        ours = A.gaussian_blur(jnp.asarray(x), sigma, k)
+        theirs = TF.gaussian_blur(_to_torch(torch, x), [k, k], [sigma, sigma])
+        np.testing.assert_allclose(ours, _from_torch(theirs), atol=1e-5)
 
 
 def test_jitter_order_matches_torchvision(tv):

@@ -15,7 +15,7 @@ from jax.sharding import PartitionSpec as P
 from test_mocov3 import ref_mocov3 as ref_mocov3_pairs  # moco-v3's loss, in torch
 
 from effssl_jax import augment, config_schema, hard_augment, optim, schedules
-from effssl_jax.methods import METHODS, MethodContext
+from effssl_jax.methods import METHODS, MethodContext, byol
 from effssl_jax.methods import dino as dino_lib
 from effssl_jax.models import resnet
 from effssl_jax.step import StepSpec, create_state, make_step_fn
@@ -43,11 +43,12 @@ def small_config():
     return c
 
 
-def context(backbone=None, view=augment.ViewConfig()):
+def context(backbone=None, views=(augment.ViewConfig(), augment.ViewConfig())):
     if backbone is None:
         backbone = resnet.get_backbone("resnet10", width=8, cifar_stem=True)
-    return MethodContext(backbone=backbone, feature_dim=64, view_config=view, dtype=jnp.float32,
-                         steps_per_epoch=STEPS_PER_EPOCH, total_steps=TOTAL_STEPS)
+    return MethodContext(backbone=backbone, feature_dim=64, view_configs=views,
+                         dtype=jnp.float32, steps_per_epoch=STEPS_PER_EPOCH,
+                         total_steps=TOTAL_STEPS)
 
 
 CONFIG = small_config()
@@ -473,13 +474,16 @@ def test_dino_head_and_simclr_projector_run():
         assert float(out.std()) > 0
 
 
-def test_asymmetric_views_keep_the_configured_crop():
+def test_asymmetric_views_keep_the_rest_of_the_view():
     view = augment.ViewConfig(crop_scale=(0.3, 1.0), blur_prob=0.5)
-    for name in ("byol", "dino"):
-        v1, v2 = METHODS[name](CONFIG[name], context(view=view)).view_configs
-        probs = (v1.blur_prob, v1.solarize_prob, v2.blur_prob, v2.solarize_prob)
-        assert probs == (1.0, 0.0, 0.1, 0.2)
-        assert v1.crop_scale == v2.crop_scale == (0.3, 1.0)
-        assert dataclasses.replace(v1, blur_prob=0.5) == view
-    for name in ("simsiam", "simclr", "mocov2plus"):
-        assert METHODS[name](CONFIG[name], context(view=view)).view_configs == (view, view)
+    v1, v2 = byol.asymmetric_views(view)
+    assert (v1.blur_prob, v1.solarize_prob, v2.blur_prob, v2.solarize_prob) == (1.0, 0.0, 0.1, 0.2)
+    assert dataclasses.replace(v1, blur_prob=0.5) == view
+    assert dataclasses.replace(v2, blur_prob=0.5, solarize_prob=0.0) == view
+
+
+def test_methods_take_the_views_they_are_given():
+    """make() keeps the context's pair (recipes.view_configs chose it), for every method."""
+    views = (augment.ViewConfig(crop_scale=(0.3, 1.0)), augment.ViewConfig(solarize_prob=0.4))
+    for name, make in METHODS.items():
+        assert make(CONFIG[name], context(views=views)).view_configs == views

@@ -11,9 +11,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tiny import compiled_step, put_batch, tiny_config, tiny_images
 
-from effssl_jax import augment, config_schema
+from effssl_jax import config_schema
 from effssl_jax.errors import ConfigError
-from effssl_jax.methods import METHODS, MethodContext
+from effssl_jax.methods import METHODS, MethodContext, mocov3, recipes
 from effssl_jax.models import resnet
 
 torch = pytest.importorskip("torch")
@@ -34,9 +34,9 @@ def small_cfg(temperature=0.2):
 
 def make_method(cfg=None):
     backbone = resnet.get_backbone("resnet10", width=8, cifar_stem=True)
-    ctx = MethodContext(backbone=backbone, feature_dim=64, view_config=augment.ViewConfig(),
-                        dtype=jnp.float32, steps_per_epoch=STEPS_PER_EPOCH,
-                        total_steps=TOTAL_STEPS)
+    ctx = MethodContext(backbone=backbone, feature_dim=64,
+                        view_configs=mocov3.official_views(), dtype=jnp.float32,
+                        steps_per_epoch=STEPS_PER_EPOCH, total_steps=TOTAL_STEPS)
     return METHODS["mocov3"](cfg or small_cfg(), ctx)
 
 
@@ -221,7 +221,7 @@ def test_momentum_schedule_hand_values(step, tau):
 
 def test_networks_target_and_views():
     """The online net is backbone + projector + predictor, the momentum encoder backbone +
-    projector (the EMA'd sub-tree), no biases anywhere in the heads; BYOL's view pair."""
+    projector (the EMA'd sub-tree), no biases anywhere in the heads; BYOL's views by default."""
     method = make_method()
     x = jnp.zeros((2, 16, 16, 3))
     params = jax.eval_shape(lambda: method.net.init(jax.random.key(0), x, train=False))["params"]
@@ -235,8 +235,12 @@ def test_networks_target_and_views():
         assert not any("bias" in n and "Dense" in n for n in names)
         assert sum("kernel" in n for n in names) == layers
         assert sum("BatchNorm" in n and "scale" in n for n in names) == layers - 1
-    v1, v2 = method.view_configs
+    # main_moco.py:261-285 (moco-v3 c349e6e): BYOL's recipe; the default config picks it.
+    v1, v2 = recipes.view_configs("mocov3", config_schema.default_config().augment)
     assert (v1.blur_prob, v1.solarize_prob, v2.blur_prob, v2.solarize_prob) == (1.0, 0.0, 0.1, 0.2)
+    for v in (v1, v2):
+        assert (v.crop_scale, v.brightness, v.contrast, v.saturation, v.hue) == (
+            (0.08, 1.0), 0.4, 0.4, 0.2, 0.1)
 
 
 def test_config_defaults_and_validation():

@@ -30,7 +30,7 @@ class MethodContext:
     """What a method's `make(cfg, context)` may use besides its own config sub-dict."""
     backbone: nn.Module
     feature_dim: int
-    view_config: ViewConfig  # the configured base augmentation; methods may vary it per view
+    view_configs: tuple[ViewConfig, ViewConfig]  # the two views' (recipes.view_configs)
     dtype: Any
     steps_per_epoch: int
     total_steps: int

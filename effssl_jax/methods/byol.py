@@ -6,6 +6,8 @@ same shape (BYOL paper Sec. 3.3; solo-learn's ImageNet-100 config uses a wider 8
 the last Linear without bias as in BYOL's code (tests/test_heads_vs_torch.py; solo-learn has one),
 tau_base 0.99 cosine-increased to 1 (solo-learn ImageNet-100 byol.yaml; the paper uses 0.996
 with batch 4096).
+
+Views: BYOL's asymmetric pair (`official_views`, with its source).
 """
 from __future__ import annotations
 
@@ -21,11 +23,25 @@ from effssl_jax.models.heads import MLP, SSLNet
 
 
 def asymmetric_views(view: ViewConfig) -> tuple[ViewConfig, ViewConfig]:
-    """BYOL's view pair (paper Table 6; also DINO's two global crops): blur always on the first
-    view; rare blur and solarisation on the second. Crop scale, jitter and grey stay as configured
-    (the paper under reproduction uses one augmentation setting for all methods)."""
+    """BYOL's asymmetry on top of `view` (BYOL paper Table 6; also DINO's two global crops and MoCo
+    v3's views): blur always on the first view, no solarisation; blur with p 0.1 and solarisation
+    with p 0.2 on the second. Everything else stays as in `view` (recipes.paper_views puts it on
+    the paper's single setting)."""
     return (dataclasses.replace(view, blur_prob=1.0, solarize_prob=0.0),
             dataclasses.replace(view, blur_prob=0.1, solarize_prob=0.2))
+
+
+def official_views() -> tuple[ViewConfig, ViewConfig]:
+    """BYOL's augmentation, from deepmind/deepmind-research (commit d8df415): crop area
+    (0.08, 1) and log-uniform aspect ratio (3/4, 4/3) (byol/utils/dataset.py:206-233,
+    _decode_and_random_crop); per view (byol/utils/augmentations.py:27-66, augment_config): flip,
+    colour jitter brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1 with p 0.8, grayscale
+    p 0.2, blur with sigma in [0.1, 2] and p 1.0 (view 1) / 0.1 (view 2), solarisation at 0.5
+    with p 0.0 / 0.2."""
+    return asymmetric_views(ViewConfig(
+        crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_prob=0.5, jitter_prob=0.8,
+        brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, gray_prob=0.2,
+        blur_sigma=(0.1, 2.0)))
 
 
 def normalized_mse(p, z):
@@ -58,4 +74,4 @@ def make(cfg, ctx: MethodContext) -> BYOL:
     return BYOL(net=SSLNet(ctx.backbone, projector, predictor),
                 target_net=SSLNet(ctx.backbone, projector),
                 ema_schedule=schedules.ema_cosine_schedule(cfg.tau_base, ctx.total_steps),
-                view_configs=asymmetric_views(ctx.view_config))
+                view_configs=ctx.view_configs)

@@ -13,6 +13,9 @@ recommends 0.9995 for small batches, as in solo-learn's ImageNet-100 config; its
 is for batch 1024); the last layer frozen for the first `freeze_last_layer_epochs` (1, DINO and
 solo-learn). Gradient clipping (DINO: 3.0, solo-learn's ResNet configs: off) is the optimiser's
 `optim.clip_grad_norm`.
+
+Views: DINO's two global crops, at the wider crop scale DINO advises without local crops
+(`official_views`, with its source).
 """
 from __future__ import annotations
 
@@ -70,6 +73,23 @@ class DINOHead(nn.Module):
             x = nn.gelu(x, approximate=False)  # torch.nn.GELU
         x = l2_normalize(at_least_float32(dense(self.bottleneck_dim)(x)))
         return WeightNormDense(self.num_prototypes, self.norm_last_layer, name="last_layer")(x)
+
+
+def official_views() -> tuple[ViewConfig, ViewConfig]:
+    """DINO's two global crops, facebookresearch/dino main_dino.py:419-448 (commit 7c446df,
+    DataAugmentationDINO): flip p 0.5, ColorJitter(0.4, 0.4, 0.2, 0.1) at p 0.8, grayscale
+    p 0.2, then blur with sigma in [0.1, 2] (utils.py:36-54) at p 1.0 / 0.1 and solarisation
+    (utils.py:57-68, PIL's at 128) at p 0 / 0.2: BYOL's asymmetric pair (byol.asymmetric_views).
+
+    Crop scale (0.14, 1), not the default global_crops_scale (0.4, 1) (main_dino.py:108): that
+    default goes with 8 local 96 px crops of scale (0.05, 0.4), which this library does not
+    make, and main_dino.py:110-114 recommends "--global_crops_scale 0.14 1." when multi-crop is
+    disabled (`--local_crops_number 0`); its README's ResNet-50 command (README.md:207) uses
+    0.14 - 1 too."""
+    return asymmetric_views(ViewConfig(
+        crop_scale=(0.14, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_prob=0.5, jitter_prob=0.8,
+        brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, gray_prob=0.2,
+        blur_sigma=(0.1, 2.0)))
 
 
 def teacher_temperature_schedule(warmup: float, final: float, warmup_steps: int):
@@ -136,7 +156,7 @@ def make(cfg, ctx: MethodContext) -> DINO:
     warmup_steps = round(cfg.warmup_teacher_temperature_epochs * ctx.steps_per_epoch)
     return DINO(net=net, target_net=net,
                 ema_schedule=schedules.ema_cosine_schedule(cfg.tau_base, ctx.total_steps),
-                view_configs=asymmetric_views(ctx.view_config),
+                view_configs=ctx.view_configs,
                 teacher_temperature=teacher_temperature_schedule(
                     cfg.warmup_teacher_temperature, cfg.teacher_temperature, warmup_steps),
                 student_temperature=cfg.student_temperature,

@@ -12,6 +12,9 @@ temperature); target EMA tau cosine-increased from 0.99 to final_tau 0.999 (same
 config; MoCo v2 uses a constant 0.999); queue_size 4096 keys per view slot (solo-learn and MoCo use
 65536 on ImageNet-100 / ImageNet; 4096 is ~43% of Imagenette's ~9.5k training images, close to
 the ~52% that 65536 is of ImageNet-100's 126k).
+
+Views: MoCo v2's augmentation (`--aug-plus`), the same for both views (`official_views`, with its
+source).
 """
 from __future__ import annotations
 
@@ -36,6 +39,18 @@ def info_nce(q, k, queue, temperature):
     pos = jnp.sum(q * k, axis=-1, keepdims=True)
     logits = jnp.concatenate([pos, q @ queue.T], axis=1) / temperature
     return jax.nn.logsumexp(logits, axis=1) - logits[:, 0]
+
+
+def official_views() -> tuple[ViewConfig, ViewConfig]:
+    """MoCo v2's augmentation (`--aug-plus`), both views alike: facebookresearch/moco
+    main_moco.py:326-335 (commit 7397dfe): RandomResizedCrop(224, scale=(0.2, 1.0)),
+    ColorJitter(0.4, 0.4, 0.4, 0.1) at p 0.8, RandomGrayscale(p=0.2), GaussianBlur([0.1, 2.0])
+    at p 0.5 (moco/loader.py:24-33: PIL's blur with sigma uniform in [0.1, 2]),
+    RandomHorizontalFlip() (p 0.5). SimSiam's recipe, which it copies."""
+    view = ViewConfig(crop_scale=(0.2, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_prob=0.5,
+                      jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
+                      gray_prob=0.2, blur_prob=0.5, blur_sigma=(0.1, 2.0), solarize_prob=0.0)
+    return view, view
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,5 +98,5 @@ def make(cfg, ctx: MethodContext) -> MoCoV2Plus:
     return MoCoV2Plus(net=net, target_net=net,
                       ema_schedule=schedules.cosine_between_schedule(
                           cfg.tau_base, cfg.final_tau, ctx.total_steps),
-                      view_configs=(ctx.view_config, ctx.view_config),
+                      view_configs=ctx.view_configs,
                       temperature=cfg.temperature, queue_size=cfg.queue_size, dim=cfg.proj_dim)

@@ -12,7 +12,7 @@ Heads (`MoCo._build_mlp`, `MoCo_ViT`): Linear layers without bias, BN + ReLU aft
 layer and a BN without affine parameters after the last; the projector has 3 layers
 (hidden 4096, out 256) and the predictor 2 (hidden 4096, out 256). This is the ViT variant, used
 for every backbone here (MoCo_ResNet's projector has 2 layers and its predictor no last BN).
-Views: BYOL's asymmetric blur/solarisation pair (main_moco.py augmentation1/2).
+Views: BYOL's recipe, as main_moco.py copies it (`official_views`, with its source).
 
 Hyper-parameters (config.mocov3): temperature 0.2 (CONFIG.md's ViT recipes, `--moco-t=.2`; 1.0
 is the ResNet-50 default); momentum m 0.99 increased to 1 by a half-cycle cosine over training
@@ -56,6 +56,18 @@ def moco_mlp(num_layers: int, hidden: int, out: int, dtype) -> MLP:
                hidden_bn=True, out_bias=False, out_bn=True, out_bn_affine=False, dtype=dtype)
 
 
+def official_views() -> tuple[ViewConfig, ViewConfig]:
+    """MoCo v3's augmentation, BYOL's: facebookresearch/moco-v3 main_moco.py:261-285 (commit
+    c349e6e), augmentation1 / augmentation2: RandomResizedCrop(224, scale=(crop_min, 1.)) with
+    `--crop-min` 0.08 (:117), ColorJitter(0.4, 0.4, 0.2, 0.1) at p 0.8, RandomGrayscale(p=0.2),
+    GaussianBlur([.1, 2.]) at p 1.0 / 0.1, Solarize at p 0 / 0.2 (moco/loader.py:38-42: PIL's
+    solarize at 128), RandomHorizontalFlip() (p 0.5)."""
+    return asymmetric_views(ViewConfig(
+        crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_prob=0.5, jitter_prob=0.8,
+        brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, gray_prob=0.2,
+        blur_sigma=(0.1, 2.0)))
+
+
 @dataclasses.dataclass(frozen=True)
 class MoCoV3(MethodDefaults):
     net: nn.Module
@@ -79,4 +91,4 @@ def make(cfg, ctx: MethodContext) -> MoCoV3:
     return MoCoV3(net=SSLNet(ctx.backbone, projector, predictor),
                   target_net=SSLNet(ctx.backbone, projector),
                   ema_schedule=schedules.ema_cosine_schedule(cfg.tau_base, ctx.total_steps),
-                  view_configs=asymmetric_views(ctx.view_config), temperature=cfg.temperature)
+                  view_configs=ctx.view_configs, temperature=cfg.temperature)

@@ -4,6 +4,9 @@ Hyper-parameters (config.simclr): projector Linear(2048)-ReLU-Linear(256) withou
 paper's g(h) = W2 relu(W1 h) (SimCLR v1 Sec. 2.1) at solo-learn's widths (its CIFAR config;
 its ImageNet-100 config uses 4096/512); temperature 0.2 (solo-learn ImageNet-100 simclr.yaml;
 the paper's best at batch 4096 is 0.1).
+
+Views: SimCLR's augmentation at colour strength 1, the same for both views (`official_views`,
+with its source).
 """
 from __future__ import annotations
 
@@ -36,6 +39,20 @@ def nt_xent(z_a, z_b, temperature):
     return 0.5 * (per_anchor[:b] + per_anchor[b:])
 
 
+def official_views() -> tuple[ViewConfig, ViewConfig]:
+    """SimCLR's augmentation, both views alike, from google-research/simclr data_util.py (commit
+    383d414): crop area (0.08, 1) and aspect ratio (3/4, 4/3) (crop_and_resize, :315-325); flip
+    p 0.5 (preprocess_for_train, :471-472); colour jitter at strength s = 1 (run.py:239-241,
+    `color_jitter_strength`): brightness, contrast, saturation 0.8 s and hue 0.2 s (color_jitter,
+    :74-77) applied with p 0.8, then grayscale with p 0.2 (random_color_jitter, :387-394); blur
+    with sigma uniform in [0.1, 2] (random_blur, :410-413; one sigma per batch there, one per
+    image here) on each image with p 0.5 (batch_random_blur, :417; model.py:55-57)."""
+    view = ViewConfig(crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_prob=0.5,
+                      jitter_prob=0.8, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2,
+                      gray_prob=0.2, blur_prob=0.5, blur_sigma=(0.1, 2.0), solarize_prob=0.0)
+    return view, view
+
+
 @dataclasses.dataclass(frozen=True)
 class SimCLR(MethodDefaults):
     net: nn.Module
@@ -54,4 +71,4 @@ def make(cfg, ctx: MethodContext) -> SimCLR:
     projector = MLP(hidden_dims=(cfg.proj_hidden,), out_dim=cfg.proj_dim, hidden_bias=True,
                     hidden_bn=False, dtype=ctx.dtype)
     return SimCLR(net=SSLNet(ctx.backbone, projector),
-                  view_configs=(ctx.view_config, ctx.view_config), temperature=cfg.temperature)
+                  view_configs=ctx.view_configs, temperature=cfg.temperature)
