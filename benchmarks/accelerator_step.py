@@ -67,6 +67,7 @@ def jax_rows(args):
 
     from effssl_jax import config_schema, experiment
     from effssl_jax.compile import enable_persistent_cache
+    from effssl_jax.data.canvas import Images
     from effssl_jax.step import StepSpec, data_mesh
     devices = jax.devices()
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
@@ -78,9 +79,8 @@ def jax_rows(args):
     c.progressive.r_max = host = max(resolutions)
     exp = experiment.build(c, 100 * batch, data_mesh(devices))
     steps = exp.compiled_steps()
-    images = jax.device_put(np.random.default_rng(0).integers(0, 256, (batch, host, host, 3),
-                                                              dtype=np.uint8),
-                            NamedSharding(exp.mesh, P("data")))
+    images = jax.device_put(Images.full(np.random.default_rng(0).integers(
+        0, 256, (batch, host, host, 3), dtype=np.uint8)), NamedSharding(exp.mesh, P("data")))
     yield (f"jax {jax.__version__}, {len(devices)} x {devices[0].device_kind}, {args.arch} "
            f"SimSiam {args.dtype}, global batch {batch}, XLA_FLAGS="
            f"{os.environ.get('XLA_FLAGS', '')!r}"), devices

@@ -39,6 +39,7 @@ def child(args):
 
     from effssl_jax import config_schema, experiment
     from effssl_jax.compile import enable_persistent_cache
+    from effssl_jax.data.canvas import Images
     from effssl_jax.step import data_mesh
 
     # As train.run: XLA's persistent cache, here under args.cache/.jax_cache.
@@ -54,8 +55,8 @@ def child(args):
     out = {}
     if args.ahead:
         state = exp.init(jax.random.key(0))
-        images = jax.device_put(np.zeros((args.batch, max(resolutions), max(resolutions), 3),
-                                         np.uint8))
+        images = jax.device_put(Images.full(np.zeros(
+            (args.batch, max(resolutions), max(resolutions), 3), np.uint8)))
     overlap_s = 0.0  # compile-ahead: what tracing and compiling a step added to the bucket before
     for i, (r, spec) in enumerate(zip(resolutions, specs)):
         t = time.perf_counter()

@@ -101,8 +101,9 @@ def knn_check(size: int) -> None:
     exp = experiment.build(c, c.batch_size)
     state = exp.init(jax.random.key(0))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    fn = make_feature_fn(exp.method.net, exp.mesh, size, 1.0, exp.dtype)
-    bank, queries = (pipeline.load_split(c, s, size) for s in ("bank", "eval"))
+    fn = make_feature_fn(exp.method.net, exp.mesh, exp.dtype)
+    bank, queries = (pipeline.load_split(c, s, pipeline.eval_transform(c, size))
+                     for s in ("bank", "eval"))
     bx, qx = (extract_features(fn, variables, d.images, 512, exp.mesh) for d in (bank, queries))
     scores = knn_classify(bx, bank.labels, qx, k=200, temperature=0.1, num_classes=10)
     # In memory: every similarity at once on one device, then the same weighted top-k vote.

@@ -37,6 +37,7 @@ def main():
     from jax.sharding import PartitionSpec as P
 
     from effssl_jax import config_schema, experiment, hard_augment
+    from effssl_jax.data.canvas import Images
     from effssl_jax.step import StepSpec, data_mesh
 
     resolutions = [int(r) for r in args.resolutions.split(',')]
@@ -47,9 +48,8 @@ def main():
     c.dtype = args.dtype
     exp = experiment.build(c, 10 * args.batch, data_mesh(jax.devices()[:1]))
     mesh, dtype, steps = exp.mesh, exp.dtype, exp.compiled_steps()
-    images = jax.device_put(np.random.default_rng(0).integers(0, 256, (args.batch, host, host, 3),
-                                                              dtype=np.uint8),
-                            NamedSharding(mesh, P('data')))
+    images = jax.device_put(Images.full(np.random.default_rng(0).integers(
+        0, 256, (args.batch, host, host, 3), dtype=np.uint8)), NamedSharding(mesh, P('data')))
     print(f"jax {jax.__version__} on {jax.default_backend()}, {args.arch} SimSiam, batch "
           f"{args.batch}, {args.views} views scored at {args.r_sel} px vs 2 views, dtype "
           f"{jnp.dtype(dtype).name}, median of {args.reps} interleaved rounds; "

@@ -95,7 +95,7 @@ def step_times(rows: list[str], epochs: int, scale: str, rounds: int = 5) -> dic
     from jax.sharding import PartitionSpec as P
 
     from effssl_jax import config_schema, experiment
-    from effssl_jax.data import grain_loader
+    from effssl_jax.data.canvas import Images
     from effssl_jax.step import data_mesh
 
     mesh = data_mesh(jax.devices()[:1])
@@ -107,12 +107,16 @@ def step_times(rows: list[str], epochs: int, scale: str, rounds: int = 5) -> dic
         steps = exp.compiled_steps()
         row_steps[row] = []
         for r, n in exp.plan.steps_by_resolution().items():
-            host = grain_loader.host_size(r, config.data.host_margin, config.image_size)
-            spec = exp.spec(r, host)
+            host = exp.host_size(r)  # the streaming loader's canvas of the bucket
+            spec = exp.spec(r, host.canvas)
             row_steps[row].append((spec, n))
-            if spec not in timed:
-                images = jax.device_put(np.random.default_rng(0).integers(
-                    0, 256, (config.batch_size, host, host, 3), dtype=np.uint8),
+            if spec not in timed:  # Imagenette's 160 px squares, kept whole
+                side = min(160, host.short)
+                pixels = np.zeros((config.batch_size, host.canvas, host.canvas, 3), np.uint8)
+                pixels[:, :side, :side] = np.random.default_rng(0).integers(
+                    0, 256, (config.batch_size, side, side, 3), dtype=np.uint8)
+                images = jax.device_put(
+                    Images(pixels, np.full((config.batch_size, 2), side, np.int32)),
                     NamedSharding(mesh, P("data")))
                 timed[spec] = [steps.get(spec), exp.init(jax.random.key(0)), images, []]
     for _ in range(rounds + 1):  # the first round warms up

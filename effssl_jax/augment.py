@@ -1,7 +1,8 @@
 """SimCLR-style view augmentations that run on the accelerator, inside a jitted step.
 
-The host ships uint8 batches ``[B, H, W, 3]``; everything below is pure JAX with
-explicit PRNG keys, so one compiled step covers a whole batch:
+The host ships whole images in a fixed canvas (``data/canvas.py``: uint8 ``[B, C, C, 3]`` and
+each image's valid height and width); everything below is pure JAX with explicit PRNG keys, so
+one compiled step covers a whole batch:
 
 * the output resolution ``out_size`` is a static Python int (one compile each),
 * the augmentation ``magnitude`` is a traced float (changes without recompiling),
@@ -32,6 +33,8 @@ import math
 import dm_pix as pix
 import jax
 import jax.numpy as jnp
+
+from effssl_jax.data.canvas import Images, as_images
 
 STANDARD_MAGNITUDE = 5.0  # magnitude at which the jitter strengths equal ViewConfig's
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -193,7 +196,7 @@ def blur_kernel_size(out_size: int, sigma_max: float = 2.0) -> int:
 # Geometry.
 # ----------------------------------------------------------------------------
 
-def _to_float(image):
+def to_float(image):
     """float32, or float64 under 64-bit JAX (dtype=float64 runs: views then agree across device
     layouts, where float32's codegen for another per-device batch differs by an ulp)."""
     dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
@@ -202,14 +205,16 @@ def _to_float(image):
     return image.astype(dtype)
 
 
-def _crop_params(key, height: int, width: int, scale, ratio, attempts: int = 10):
-    """Vectorised ``torchvision.transforms.RandomResizedCrop.get_params``.
+def crop_box(key, height, width, scale, ratio, attempts: int = 10):
+    """``torchvision.transforms.RandomResizedCrop.get_params`` for an image of `height` x `width`
+    valid pixels (traced integers: each image of a canvas has its own).
 
-    torchvision draws up to 10 (area, log-uniform aspect) candidates and keeps
-    the first that fits; here all 10 are drawn at once and the first valid one
-    is selected, with the same centre-crop fallback. Returns float32 scalars
+    torchvision draws up to 10 (area, log-uniform aspect) candidates and keeps the first that
+    fits; here all 10 are drawn at once and the first valid one is selected, with the same
+    centre-crop fallback (its aspect ratio clamped into `ratio`). Returns float32 scalars
     (top, left, h, w), all integer-valued.
     """
+    height, width = jnp.asarray(height, jnp.float32), jnp.asarray(width, jnp.float32)
     u = jax.random.uniform(key, (2 * attempts + 2,))
     target_area = height * width * _lerp(scale[0], scale[1], u[:attempts])
     aspect = jnp.exp(_lerp(math.log(ratio[0]), math.log(ratio[1]), u[attempts:2 * attempts]))
@@ -218,57 +223,63 @@ def _crop_params(key, height: int, width: int, scale, ratio, attempts: int = 10)
     valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
     first = jnp.argmax(valid)
 
-    # Fallback: the largest centred crop whose aspect ratio lies within `ratio`
-    # (H and W are static, so this is plain Python).
+    # Fallback: the largest centred crop whose aspect ratio lies within `ratio`.
     in_ratio = width / height
-    if in_ratio < min(ratio):
-        fw, fh = width, round(width / min(ratio))
-    elif in_ratio > max(ratio):
-        fw, fh = round(height * max(ratio)), height
-    else:
-        fw, fh = width, height
+    lo, hi = min(ratio), max(ratio)
+    fw = jnp.where(in_ratio > hi, jnp.round(height * hi), width)
+    fh = jnp.where(in_ratio < lo, jnp.round(width / lo), height)
 
     found = valid.any()
     h = jnp.where(found, h[first], fh)
     w = jnp.where(found, w[first], fw)
     # Integer offsets uniform in [0, H - h] and [0, W - w], like torch.randint.
-    top = jnp.where(found, jnp.floor(u[-2] * (height - h + 1)), (height - fh) // 2)
-    left = jnp.where(found, jnp.floor(u[-1] * (width - w + 1)), (width - fw) // 2)
+    top = jnp.where(found, jnp.floor(u[-2] * (height - h + 1)), jnp.floor((height - fh) / 2))
+    left = jnp.where(found, jnp.floor(u[-1] * (width - w + 1)), jnp.floor((width - fw) / 2))
     return top, left, h, w
 
 
-def _resized_crop(image, top, left, h, w, out_size: int):
-    """Box (top, left, h, w) of a float [H, W, C] image resized to out_size², in one op.
+def resize_weights(start, length, out_size: int, in_size: int):
+    """[out_size, in_size] weights that resize input pixels [start, start + length) of an axis to
+    `out_size` pixels, as torch's antialiased bilinear resize does (the kernel behind
+    torchvision's ``resize(..., antialias=True)``, after PIL): a triangle filter widened by the
+    scale when shrinking, centred on each output pixel, cut at the crop's edges and renormalised.
+    Pixels outside the crop (the rest of the image, the canvas's padding) get no weight."""
+    scale = length / out_size
+    support = jnp.maximum(scale, 1.0)
+    centre = start + (jnp.arange(out_size) + 0.5) * scale
+    j = jnp.arange(in_size) + 0.5
+    weights = jnp.maximum(0.0, 1.0 - jnp.abs(j[None, :] - centre[:, None]) / support)
+    inside = (j > start) & (j < start + length)
+    weights = jnp.where(inside[None, :], weights, 0.0)
+    return weights / jnp.sum(weights, axis=1, keepdims=True)
 
-    The inverse warp maps output pixel edges [0, out) onto [left, left + w) and
-    [top, top + h); when shrinking, the antialiasing triangle kernel widens.
-    Interior pixels equal torchvision's ``resized_crop``; the outermost 1-2
-    output pixels differ because the kernel here also reads the real pixels just
-    outside the box, where torchvision, having cropped first, renormalises.
-    """
-    scale = jnp.stack([out_size / h, out_size / w])
-    translation = -jnp.stack([top, left]) * scale
-    out = jax.image.scale_and_translate(
-        image, (out_size, out_size, image.shape[-1]), (0, 1), scale, translation,
-        method="linear", antialias=True)
-    return jnp.clip(out, 0.0, 1.0)
+
+def resized_crop(image, top, left, h, w, out_size: int):
+    """Box (top, left, h, w) of a [H, W, C] image resized to out_size^2: torchvision's
+    ``resized_crop(..., antialias=True)`` on a float image, as two matrix products
+    (resize_weights), so that the box can move inside a fixed canvas. uint8 or float in [0, 1]
+    -> float in [0, 1]."""
+    x = to_float(image)
+    rows = resize_weights(top, h, out_size, x.shape[0]).astype(x.dtype)
+    cols = resize_weights(left, w, out_size, x.shape[1]).astype(x.dtype)
+    x = jnp.einsum("ih,hwc->iwc", rows, x)
+    return jnp.clip(jnp.einsum("jw,iwc->ijc", cols, x), 0.0, 1.0)
 
 
-def random_resized_crop(key, image, out_size: int, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
-    """torchvision RandomResizedCrop of one [H, W, 3] image -> float32 [out, out, 3] in [0, 1].
-
-    ``image`` is uint8 (scaled by 1/255) or float in [0, 1].
-    """
-    top, left, h, w = _crop_params(key, image.shape[0], image.shape[1], scale, ratio)
-    return _resized_crop(_to_float(image), top, left, h, w, out_size)
+def random_resized_crop(key, image, size, out_size: int, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+    """torchvision RandomResizedCrop of one image: `image` [H, W, 3] (uint8, or float in [0, 1])
+    whose valid part is the top-left `size` (height, width) -> float [out, out, 3] in [0, 1]."""
+    top, left, h, w = crop_box(key, size[0], size[1], scale, ratio)
+    return resized_crop(image, top, left, h, w, out_size)
 
 
 # ----------------------------------------------------------------------------
 # The full view pipeline.
 # ----------------------------------------------------------------------------
 
-def augment_image(key, image, out_size: int, magnitude, cfg: ViewConfig = ViewConfig()):
-    """One augmented view of a uint8 [H, W, 3] image -> float32 [out, out, 3] in [0, 1].
+def augment_image(key, image, size, out_size: int, magnitude, cfg: ViewConfig = ViewConfig()):
+    """One augmented view of a uint8 [H, W, 3] image whose valid part is its top-left `size`
+    (height, width) -> float32 [out, out, 3] in [0, 1].
 
     Stages whose probability is 0 are left out at trace time (cfg is static).
     """
@@ -276,7 +287,7 @@ def augment_image(key, image, out_size: int, magnitude, cfg: ViewConfig = ViewCo
     # Coins for jitter / gray / blur / solarize / flip, then the blur's sigma.
     u = jax.random.uniform(k_misc, (6,))
 
-    x = random_resized_crop(k_crop, image, out_size, cfg.crop_scale, cfg.crop_ratio)
+    x = random_resized_crop(k_crop, image, size, out_size, cfg.crop_scale, cfg.crop_ratio)
     if cfg.jitter_prob > 0:
         x = jnp.where(u[0] < cfg.jitter_prob, color_jitter(k_jitter, x, magnitude, cfg), x)
     if cfg.gray_prob > 0:
@@ -292,12 +303,12 @@ def augment_image(key, image, out_size: int, magnitude, cfg: ViewConfig = ViewCo
     return x
 
 
-def augment_batch(key, images, out_size: int, magnitude, cfg: ViewConfig = ViewConfig()):
-    """augment_image over a uint8 [B, H, W, 3] batch, one key per sample.
+def augment_batch(key, images: Images, out_size: int, magnitude, cfg: ViewConfig = ViewConfig()):
+    """augment_image over a batch of whole images (data/canvas.py), one key per sample.
 
     Jit with ``static_argnames=("out_size", "cfg")``; magnitude stays traced.
     """
-    return augment_with_keys(view_keys(key, images.shape[0]), images, out_size, magnitude, cfg)
+    return augment_with_keys(view_keys(key, len(images)), images, out_size, magnitude, cfg)
 
 
 def view_keys(key, batch_size: int):
@@ -305,26 +316,13 @@ def view_keys(key, batch_size: int):
     return jax.random.split(key, batch_size)
 
 
-def augment_with_keys(keys, images, out_size: int, magnitude, cfg: ViewConfig = ViewConfig()):
-    """augment_image of each sample with its own key: keys [B], uint8 images [B, H, W, 3]."""
-    return jax.vmap(lambda k, im: augment_image(k, im, out_size, magnitude, cfg))(keys, images)
-
-
-def center_resize(images, out_size: int, crop_fraction: float = 1.0):
-    """Evaluation transform: central square crop, then antialiased linear resize.
-
-    The square's side is ``crop_fraction * min(H, W)`` (e.g. 0.875 = 224/256).
-    uint8 or float [B, H, W, 3] -> float32 [B, out, out, 3] in [0, 1].
-    """
-    x = _to_float(images)
-    b, height, width, c = x.shape
-    side = crop_fraction * min(height, width)
-    s = out_size / side
-    translation = jnp.array([-(height - side) / 2 * s, -(width - side) / 2 * s])
-    out = jax.image.scale_and_translate(
-        x, (b, out_size, out_size, c), (1, 2), jnp.array([s, s]), translation,
-        method="linear", antialias=True)
-    return jnp.clip(out, 0.0, 1.0)
+def augment_with_keys(keys, images: Images, out_size: int, magnitude,
+                      cfg: ViewConfig = ViewConfig()):
+    """augment_image of each sample with its own key: keys [B], images a batch of B (or a uint8
+    array [B, H, W, 3] of images that fill it)."""
+    images = as_images(images)
+    return jax.vmap(lambda k, im, hw: augment_image(k, im, hw, out_size, magnitude, cfg))(
+        keys, images.pixels, images.sizes)
 
 
 def normalize(x, mean=IMAGENET_MEAN, std=IMAGENET_STD):
@@ -332,8 +330,8 @@ def normalize(x, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return (x - jnp.asarray(mean, x.dtype)) / jnp.asarray(std, x.dtype)
 
 
-def render_views(rng, images, magnitude, size: int, view_configs, n: int, dtype):
-    """n augmented, normalised views of uint8 images [B, H, W, 3] at `size`: [n, B, size, size, 3].
+def render_views(rng, images: Images, magnitude, size: int, view_configs, n: int, dtype):
+    """n augmented, normalised views of a batch of whole images at `size`: [n, B, size, size, 3].
     View v uses view_configs[v % 2] and its own key fold_in(rng, v), so Hard Augment can render
     one chosen view again at another size (hard_augment.render_selected)."""
     views = [augment_batch(jax.random.fold_in(rng, v), images, size, magnitude,

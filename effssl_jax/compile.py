@@ -19,6 +19,7 @@ from jax._src.lib import _jax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from effssl_jax.data.canvas import Images
 from effssl_jax.step import StepSpec
 
 XLA_CACHE_BYTES = 4 * 2**30  # least recently used executables are evicted beyond this
@@ -57,8 +58,10 @@ class CompiledSteps:
         fn = jax.jit(self._make_fn(spec), in_shardings=(self._replicated, self._batch, None),
                      out_shardings=(self._replicated, self._replicated), donate_argnums=(0,))
         global_batch = spec.local_batch * jax.process_count()
-        images = jax.ShapeDtypeStruct((global_batch, spec.host_size, spec.host_size, 3),
-                                      jnp.uint8, sharding=self._batch)
+        images = Images(
+            jax.ShapeDtypeStruct((global_batch, spec.canvas, spec.canvas, 3), jnp.uint8,
+                                 sharding=self._batch),
+            jax.ShapeDtypeStruct((global_batch, 2), jnp.int32, sharding=self._batch))
         return fn.lower(self._state_shapes, images, jax.ShapeDtypeStruct((), jnp.float32))
 
     def prefetch(self, spec: StepSpec) -> None:

@@ -44,7 +44,10 @@ def default_config() -> ml_collections.ConfigDict:
     # folder, or one packed by `python -m effssl_jax.data.prepare`) | 'tfds:NAME[/CONFIG]'.
     c.dataset = "synthetic"
     c.data_dir = ""
-    c.image_size = 0  # host image size; 0: per bucket (streaming) / the largest one (in memory)
+    # The shorter side (px) the host keeps training images at, whole (data/canvas.py); 0: per
+    # bucket, enough that no view is upsampled where the file has the pixels (largest bucket's
+    # when the split is held in memory).
+    c.image_size = 0
     c.synthetic_train_size = 10000
     c.synthetic_test_size = 2000
     c.batch_size = 128  # global, across all devices and hosts
@@ -55,7 +58,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.loader = "auto"
     c.data.threads = 0  # grain decode threads per host; 0: min(16, CPUs)
     c.data.processes = 0  # grain worker processes (mp_prefetch); 0: threads only
-    c.data.host_margin = 8 / 7  # host image side / train resolution (224 -> 256) for the crop
+    # The canvas's side / the shorter side: images up to this aspect ratio are kept at the full
+    # shorter side, more elongated ones are shrunk to fit (data/canvas.py, docs/data.md).
+    c.data.canvas_aspect = 4 / 3
 
     c.viewers = ml_collections.ConfigDict()  # beside metrics.jsonl (viewers.py), process 0 only
     c.viewers.tensorboard = True  # event files in WORKDIR/tensorboard (tensorboardX)
@@ -155,7 +160,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.knn_temperature = 0.1
     c.eval.resolution = 0  # 0: r_max
     c.eval.batch_size = 256
-    c.eval.crop_fraction = 0.875  # centre crop before resizing (256 -> 224 convention)
+    # Evaluation crops: the shorter side resized to eval.resolution / crop_fraction, then the
+    # central eval.resolution square (torchvision's Resize(256) + CenterCrop(224) at 0.875).
+    c.eval.crop_fraction = 0.875
     c.eval.at_init = True
     # Images of each split (bank, queries) the online kNN holds and evaluates: a fixed random
     # subset of that size (0: the whole splits). Each online evaluation costs one forward of each.
@@ -186,8 +193,9 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
         _fail(f"data.loader={d.loader!r} is unknown; valid: {', '.join(DATA_LOADERS)}")
     if d.threads < 0 or d.processes < 0:
         _fail("data.threads and data.processes must be >= 0 (0: default)")
-    if d.host_margin < 1:
-        _fail(f"data.host_margin={d.host_margin} must be >= 1 (host image at least the resolution)")
+    if d.canvas_aspect < 1:
+        _fail(f"data.canvas_aspect={d.canvas_aspect} must be >= 1 (the canvas holds at least a "
+              "square image at the shorter side)")
     if c.image_size < 0:
         _fail(f"image_size={c.image_size} must be >= 0 (0: automatic)")
     datasets.parse(c.dataset)  # raises DataError for unknown names
@@ -274,6 +282,9 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     if c.eval.every_epochs < 0:
         _fail(f"eval.every_epochs={c.eval.every_epochs} must be >= 0 (0 turns the kNN "
               "evaluation off)")
+    if not 0 < c.eval.crop_fraction <= 1:
+        _fail(f"eval.crop_fraction={c.eval.crop_fraction} must lie in (0, 1] (0.875: resize to "
+              "256 and centre-crop 224; 1: resize the shorter side to the resolution)")
     if c.eval.knn_k <= 0 or c.eval.knn_temperature <= 0:
         _fail("eval.knn_k and eval.knn_temperature must be positive")
     if c.viewers.wandb not in ("", "online", "offline"):

@@ -98,9 +98,9 @@ def plan_flops(config, num_examples: int) -> dict:
     """A plan's cost before training: XLA's count of every bucket's step (lowered on one device,
     not compiled; cheap enough for ResNet-50 at 224 px on a laptop) and the paper's."""
     exp = experiment.build(config, num_examples, data_mesh(jax.devices()[:1]), jnp.float32)
-    host = config.image_size or config.progressive.r_max
-    steps = exp.compiled_steps()
-    per_step = {r: flops_of(steps.lower(exp.spec(r, host))) for r in exp.plan.resolutions}
+    steps = exp.compiled_steps()  # on each bucket's canvas, as the streaming loader sends it
+    per_step = {r: flops_of(steps.lower(exp.spec(r, exp.host_size(r).canvas)))
+                for r in exp.plan.resolutions}
     steps.close()
     counts = exp.plan.steps_by_resolution()
     return {"plan": exp.plan, "gflops_per_step": {r: f / 1e9 for r, f in per_step.items()},

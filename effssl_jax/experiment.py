@@ -15,6 +15,7 @@ from jax.sharding import PartitionSpec as P
 from effssl_jax import checkpoint, config_schema, methods, optim
 from effssl_jax import plan as plan_lib
 from effssl_jax.compile import CompiledSteps, forward_flops
+from effssl_jax.data import canvas
 from effssl_jax.models import backbones
 from effssl_jax.plan import Plan
 from effssl_jax.step import StepSpec, create_state, data_mesh, make_step_fn
@@ -40,11 +41,9 @@ def compute_dtype(name: str):
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}[name]
 
 
-def sizes(config) -> tuple[int, int]:
-    """(evaluation resolution, host decode size) of a config."""
-    p = config.progressive
-    eval_res = config.eval.resolution or p.r_max
-    return eval_res, config.image_size or max(p.r_max, eval_res)
+def eval_resolution(config) -> int:
+    """The resolution a config's evaluations run at."""
+    return config.eval.resolution or config.progressive.r_max
 
 
 def build_method(config, dtype, steps_per_epoch: int, total_steps: int):
@@ -54,6 +53,14 @@ def build_method(config, dtype, steps_per_epoch: int, total_steps: int):
         backbone=backbones.from_config(config, dtype), feature_dim=backbones.feature_dim(
             config.model), view_configs=methods.view_configs(config),
         dtype=dtype, steps_per_epoch=steps_per_epoch, total_steps=total_steps))
+
+
+def host_size(config, view_configs, resolution: int) -> canvas.HostSize:
+    """How the host keeps images for views at `resolution` (data/canvas.py): sharp enough for the
+    smallest and most elongated box that `view_configs` draw."""
+    return canvas.host_size(resolution, min(v.crop_scale[0] for v in view_configs),
+                            max(max(v.crop_ratio) for v in view_configs),
+                            config.data.canvas_aspect, config.image_size)
 
 
 def with_measured_costs(config, plan: Plan) -> Plan:
@@ -90,10 +97,14 @@ class Experiment:
         return {"params": self.abstract_state.params,
                 "batch_stats": self.abstract_state.batch_stats}
 
-    def spec(self, resolution: int, host_size: int) -> StepSpec:
-        """The static description of the compiled train step at `resolution`."""
+    def host_size(self, resolution: int) -> canvas.HostSize:
+        return host_size(self.config, self.method.view_configs, resolution)
+
+    def spec(self, resolution: int, canvas_side: int) -> StepSpec:
+        """The static description of the compiled train step at `resolution` on images in a
+        canvas of `canvas_side`."""
         return StepSpec(resolution, self.plan.num_views,
-                        self.plan.selection_resolution(resolution), host_size, self.local_batch,
+                        self.plan.selection_resolution(resolution), canvas_side, self.local_batch,
                         self.config.hard_augment.extra_targets,
                         self.config.optim.on_nonfinite == "skip",
                         self.config.optim.max_update_ratio)

@@ -63,7 +63,7 @@ def render_selected(rng, images, magnitude, size: int, view_configs, n: int, dty
     """augment.render_views(...)[index[i], i] for every sample i, rendering only that view:
     [B, size, size, 3]. The n views are scored at r_sel; only the chosen ones are rendered
     again at full size, with the keys the scoring pass used."""
-    batch = images.shape[0]
+    batch = len(images)
     keys = jnp.stack([augment.view_keys(jax.random.fold_in(rng, v), batch) for v in range(n)])
     keys = keys[index, jnp.arange(batch)]
     x = augment.augment_with_keys(keys, images, size, magnitude, view_configs[0])

@@ -1,9 +1,10 @@
 """The train state and the train step: augment on the device, (select the hardest pair), forward
 both views, the method's loss, SGD update, target EMA update.
 
-The step is a pure function of (state, uint8 images, magnitude); everything static about it (the
-resolution, the number of views, the host image size) is a `StepSpec`, so each resolution bucket
-is one compiled step (compile.py jits it over a device mesh with the batch on the `data` axis).
+The step is a pure function of (state, whole images in a canvas, magnitude); everything static
+about it (the resolution, the number of views, the canvas side) is a `StepSpec`, so each
+resolution bucket is one compiled step (compile.py jits it over a device mesh with the batch on
+the `data` axis).
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class StepSpec:
     resolution: int
     num_views: int
     r_sel: int
-    host_size: int
+    canvas: int  # the side of the host's canvas of whole images (data/canvas.py)
     local_batch: int
     extra_targets: bool = False  # Table 9: unselected low-res views as extra targets
     skip_nonfinite: bool = False  # optim.on_nonfinite='skip': an unhealthy update is dropped
@@ -114,7 +115,7 @@ def _hard_augment_pair(method, spec, dtype, state, rng, images, magnitude):
 
 
 def make_step_fn(method, tx, spec: StepSpec, dtype):
-    """step(state, images uint8 [B,H,W,3], magnitude) -> (state, metrics)."""
+    """step(state, images (canvas.Images), magnitude) -> (state, metrics)."""
     net = method.net
 
     def step_fn(state: TrainState, images, magnitude):

@@ -23,6 +23,7 @@ from effssl_jax import (
     config_schema,
     costs,
     experiment,
+    methods,
     preemption,
     run_log,
     run_record,
@@ -84,10 +85,15 @@ def _summary_line(summary: dict) -> str:
 def _prepare(config, workdir: str):
     """Opens the run's (validated) data and builds its experiment; prints the plan. config.json is
     written once both have worked (a run refused for its data leaves no config behind)."""
-    mesh, size, main = data_mesh(), experiment.sizes(config)[1], jax.process_index() == 0
+    mesh, main = data_mesh(), jax.process_index() == 0
+    size = experiment.host_size(config, methods.view_configs(config), config.progressive.r_max)
+    eval_res = experiment.eval_resolution(config)
     enable_persistent_cache(workdir)
-    with run_log.phase(f"opening the data ({config.dataset}, decoded at {size} px)", main):
-        train_data, bank, eval_split = pipeline.open_run_data(config, size)
+    kept = (f"whole images, shorter side up to {size.short} px" if pipeline.in_memory(config)
+            else "streamed")
+    with run_log.phase(f"opening the data ({config.dataset}: {kept}; evaluation crops at "
+                       f"{eval_res} px)", main):
+        train_data, bank, eval_split = pipeline.open_run_data(config, size, eval_res)
     with run_log.phase("building the model and counting the plan's cost", main):
         exp = experiment.build(config, len(train_data), mesh)
         paper_cost = costs.PaperCost(config)
@@ -168,13 +174,13 @@ def _train(config, workdir: str, stop=None) -> dict:
         state = exp.init(jax.random.key(config.seed))
     start = int(state.step)
     steps = exp.compiled_steps()
-    loader = pipeline.make_loader(config, train_data, plan, exp.mesh, jax.process_index(),
-                                  jax.process_count())
-    spec_at = lambda step: exp.spec(plan.resolution(step), loader.host_size(step))
+    loader = pipeline.make_loader(config, train_data, plan, exp.mesh, exp.host_size,
+                                  jax.process_index(), jax.process_count())
+    spec_at = lambda step: exp.spec(plan.resolution(step), loader.canvas(step))
     if start < plan.total_steps:
         steps.prefetch(spec_at(start))  # XLA compiles it while the kNN monitor compiles and runs
     with run_log.phase("compiling the kNN monitor", main_process):
-        knn = OnlineKnn(exp, bank, eval_split, experiment.sizes(config)[0])
+        knn = OnlineKnn(exp, bank, eval_split)
     log = run_log.RunLog(workdir, start, plan.total_steps, config, stop, main_process)
     if changes:
         log.note({"step": start, "config_change": {k: list(v) for k, v in changes.items()}})
@@ -209,8 +215,9 @@ def _train(config, workdir: str, stop=None) -> dict:
                     f"compiling the train step at {spec.resolution} px",
                     main_process and not steps.ready(spec)):
                 compiled = steps.get(spec)  # waits only if XLA has not finished it yet
-            images = batch if isinstance(batch, jax.Array) else \
-                jax.make_array_from_process_local_data(batches, batch)  # this host's rows
+            images = jax.tree.map(  # this host's rows, unless already global device arrays
+                lambda a: a if isinstance(a, jax.Array) else
+                jax.make_array_from_process_local_data(batches, a), batch)
             state, metrics = compiled(state, images, np.float32(magnitude))  # async dispatch
             if (next_bucket := plan.stage(step).end) < plan.total_steps:
                 steps.prefetch(spec_at(next_bucket))  # compiled while this bucket trains

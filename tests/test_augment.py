@@ -45,6 +45,12 @@ def _key(i):
     return jax.random.key(i)
 
 
+def _resize(images, out_size):
+    """Each whole image resized to out_size^2 (torchvision's antialiased resize)."""
+    return jax.vmap(lambda x: A.resized_crop(x, 0, 0, x.shape[0], x.shape[1], out_size))(
+        jnp.asarray(images))
+
+
 # ----------------------------------------------------------------------------
 # Shapes, ranges, randomness, compilation.
 # ----------------------------------------------------------------------------
@@ -72,7 +78,7 @@ def test_determinism_and_independence():
         assert np.abs(y[i] - y[j]).mean() > 0.01, (i, j)
     # ... and in particular a different crop.
     keys = jax.random.split(_key(3), B)
-    boxes = jax.vmap(lambda k: A._crop_params(k, H, W, (0.2, 1.0), (3 / 4, 4 / 3)))(keys)
+    boxes = jax.vmap(lambda k: A.crop_box(k, H, W, (0.2, 1.0), (3 / 4, 4 / 3)))(keys)
     boxes = np.stack(boxes, 1)
     assert len({tuple(b) for b in boxes}) == B
 
@@ -82,9 +88,9 @@ def test_eager_jit_vmap_agree():
     batched = np.asarray(aug_batch(key, IMAGES, OUT, 6.0, FULL))             # jit(vmap)
     keys = jax.random.split(key, B)  # augment_batch's per-sample keys
     for i in range(3):
-        single_jit = aug_image(keys[i], IMAGES[i], OUT, 6.0, FULL)           # jit, no vmap
+        single_jit = aug_image(keys[i], IMAGES[i], (H, W), OUT, 6.0, FULL)   # jit, no vmap
         np.testing.assert_allclose(single_jit, batched[i], atol=2e-5)
-    eager = A.augment_image(keys[0], IMAGES[0], OUT, 6.0, FULL)              # eager, no vmap
+    eager = A.augment_image(keys[0], IMAGES[0], (H, W), OUT, 6.0, FULL)      # eager, no vmap
     np.testing.assert_allclose(eager, batched[0], atol=2e-5)
 
 
@@ -108,7 +114,7 @@ def test_flip_only_pipeline_is_a_flipped_resize():
     cfg = A.ViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_prob=1.0,
                        jitter_prob=0.0, gray_prob=0.0, blur_prob=0.0)
     y = aug_batch(_key(6), IMAGES, OUT, 5.0, cfg)
-    ref = A.center_resize(IMAGES, OUT)[:, :, ::-1]
+    ref = _resize(IMAGES, OUT)[:, :, ::-1]
     np.testing.assert_allclose(y, ref, atol=1e-5)
 
 
@@ -117,14 +123,14 @@ def test_flip_only_pipeline_is_a_flipped_resize():
 # ----------------------------------------------------------------------------
 
 def test_jitter_magnitude_zero_is_identity():
-    x = A._to_float(jnp.asarray(IMAGES))
+    x = A.to_float(jnp.asarray(IMAGES))
     keys = jax.random.split(_key(7), B)
     y = jax.jit(jax.vmap(lambda k, im: A.color_jitter(k, im, 0.0, A.ViewConfig())))(keys, x)
     np.testing.assert_array_equal(y, x)
 
 
 def test_jitter_magnitude_monotone_through_pipeline():
-    plain = np.asarray(A.center_resize(IMAGES, OUT))
+    plain = np.asarray(_resize(IMAGES, OUT))
     mags = [0.0, 1.0, 2.5, 5.0, 10.0, 15.0]
     change = []
     for m in mags:
@@ -145,7 +151,8 @@ def test_full_crop_is_plain_antialiased_resize(out_size):
     ref = jax.image.resize(img.astype(np.float32) / 255, (out_size, out_size, 3), "linear",
                            antialias=True)
     for i in range(3):
-        y = A.random_resized_crop(_key(i), img, out_size, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+        y = A.random_resized_crop(_key(i), img, (H, W), out_size, scale=(1.0, 1.0),
+                                  ratio=(1.0, 1.0))
         assert y.dtype == jnp.float32
         np.testing.assert_allclose(y, ref, atol=1e-6)
 
@@ -153,7 +160,7 @@ def test_full_crop_is_plain_antialiased_resize(out_size):
 def _sample_boxes(n, h, w, scale, ratio, seed=0):
     keys = jax.random.split(_key(seed), n)
     return [np.asarray(a) for a in
-            jax.jit(jax.vmap(lambda k: A._crop_params(k, h, w, scale, ratio)))(keys)]
+            jax.jit(jax.vmap(lambda k: A.crop_box(k, h, w, scale, ratio)))(keys)]
 
 
 def test_crop_statistics_square_ratio():
@@ -189,20 +196,6 @@ def test_crop_fallback_is_centre_crop(h, w, expected):
     boxes = _sample_boxes(16, h, w, (1.5, 2.0), (3 / 4, 4 / 3))
     for v, e in zip(boxes, expected):
         np.testing.assert_array_equal(v, e)
-
-
-def test_center_resize():
-    x = jnp.asarray(IMAGES)
-    full = A.center_resize(x, 16)
-    ref = jax.image.resize(x.astype(jnp.float32) / 255, (B, 16, 16, 3), "linear", antialias=True)
-    np.testing.assert_allclose(full, ref, atol=1e-6)
-    # crop_fraction 0.8 of 40 = the central 32x32 square; interior pixels equal
-    # resizing that crop (the border also sees the pixels just outside it).
-    y = A.center_resize(x, 64, crop_fraction=0.8)
-    assert y.shape == (B, 64, 64, 3) and y.dtype == jnp.float32
-    ref = jax.image.resize(x[:, 4:36, 4:36].astype(jnp.float32) / 255, (B, 64, 64, 3), "linear",
-                           antialias=True)
-    np.testing.assert_allclose(y[:, 2:-2, 2:-2], ref[:, 2:-2, 2:-2], atol=1e-6)
 
 
 def test_normalize():
@@ -367,21 +360,6 @@ def test_jitter_factor_ranges():
         assert abs(f.mean() - (max(0.0, 1 - s) + 1 + s) / 2) < 0.03
         hmax = min(0.1 * m / A.STANDARD_MAGNITUDE, 0.5)
         assert np.abs(h).max() <= hmax + 1e-7 and np.abs(h).max() > 0.9 * hmax
-
-
-def test_resized_crop_matches_torchvision_interior(tv):
-    torch, TF = tv
-    x = np.random.RandomState(1).rand(40, 40, 3).astype(np.float32)
-    for top, left, h, w, out in [(3, 5, 20, 30, 16), (3, 5, 20, 30, 64), (10, 2, 17, 33, 24)]:
-        box = map(jnp.float32, (top, left, h, w))
-        ours = np.asarray(A._resized_crop(jnp.asarray(x), *box, out))
-        theirs = _from_torch(TF.resized_crop(_to_torch(torch, x), top, left, h, w, [out, out],
-                                             antialias=True))
-        np.testing.assert_allclose(ours[3:-3, 3:-3], theirs[3:-3, 3:-3], atol=1e-5)
-    # The whole image: identical everywhere.
-    ours = A._resized_crop(jnp.asarray(x), 0.0, 0.0, 40.0, 40.0, 16)
-    theirs = _from_torch(TF.resize(_to_torch(torch, x), [16, 16], antialias=True))
-    np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
 def test_crop_params_match_torchvision_statistics(tv):

@@ -13,7 +13,7 @@ from conftest import COMPILE_FAST
 from PIL import Image
 
 from effssl_jax import config_schema
-from effssl_jax.data import datasets, decode, grain_loader, prepare, sources
+from effssl_jax.data import canvas, datasets, decode, folder, grain_loader, prepare, sources
 from effssl_jax.data.errors import DataError
 from effssl_jax.data.folder import decode_image
 from effssl_jax.data.order import Sampler
@@ -51,7 +51,11 @@ class IndexSource:
 
 
 def _ids(images):
-    return images[:, 0, 0, 0].astype(int)
+    pixels = images.pixels if isinstance(images, canvas.Images) else images
+    return pixels[:, 0, 0, 0].astype(int)
+
+
+SIZE = canvas.HostSize(9, 16)  # IndexSource's images whole, in a 16 x 16 canvas
 
 
 # ------------------------------------------------------------ converter and sources
@@ -73,7 +77,8 @@ def test_prepare_round_trip_preserves_images_and_labels(tmp_path, image_folder):
         good = [i for i, p in enumerate(plain.paths) if not p.endswith("zero.jpg")]
         assert len(packed) == len(good) == 8
         assert packed.class_names == plain.class_names == ["disk", "ring"]
-        images, labels, ok = decode.decode_examples(packed, range(len(packed)), 40)
+        images, _, labels, ok = decode.decode_examples(packed, range(len(packed)),
+                                                       folder.CenterCrop(40, 1.0))
         assert ok.all()
         np.testing.assert_array_equal(labels, plain.labels[good])
         for img, i in zip(images, good):
@@ -127,12 +132,19 @@ def test_dataset_table_and_imagenette_folder(image_folder):
 
 
 def test_host_sizes_follow_the_buckets():
-    assert [grain_loader.host_size(r, 8 / 7) for r in (96, 128, 160, 192, 224)] == \
-        [112, 144, 184, 216, 256]
-    assert grain_loader.host_size(224, 8 / 7, fixed=160) == 160
-    sizes = ((0, 256), (10, 112), (20, 144))
+    # The shorter side r * sqrt((4/3) / 0.2), the canvas 4/3 of it rounded up to 8.
+    assert [canvas.host_size(r, 0.2, 4 / 3, 4 / 3) for r in (96, 224)] == \
+        [canvas.HostSize(248, 336), canvas.HostSize(579, 776)]
+    assert canvas.host_size(224, 0.08, 4 / 3, 1.0) == canvas.HostSize(915, 920)
+    assert canvas.host_size(224, 0.2, 4 / 3, 4 / 3, fixed=160) == canvas.HostSize(160, 216)
+
+    class Plan:
+        stages = [type("Stage", (), dict(start=s, resolution=r))() for s, r in
+                  ((0, 224), (10, 96), (20, 128))]
+    sizes = grain_loader.host_sizes(Plan, lambda r: r + 1)
+    assert sizes == ((0, 225), (10, 97), (20, 129))
     assert [grain_loader.size_at(sizes, s) for s in (0, 9, 10, 19, 20, 99)] == \
-        [256, 256, 112, 112, 144, 144]
+        [225, 225, 97, 97, 129, 129]
 
 
 # ---------------------------------------------------------------------- loader
@@ -145,7 +157,7 @@ def test_host_shards_are_disjoint_and_cover_each_epoch(processes):
         seen = []
         for p in range(processes):
             sampler = Sampler(n, batch, seed=3, process_index=p, process_count=processes)
-            ld = grain_loader.GrainLoader(source, sampler, ((0, 8),), 6, threads=2)
+            ld = grain_loader.GrainLoader(source, sampler, ((0, SIZE),), 6, threads=2)
             ld.restore(3 * epoch)
             host = [(step, _ids(images)) for _, (step, images) in zip(range(3), ld)]
             ld.close()
@@ -167,12 +179,15 @@ def test_host_shards_drop_only_the_incomplete_batch():
 def test_resumed_iterator_yields_the_same_batches(tmp_path):
     source = IndexSource(40)
     sampler = Sampler(40, 8, seed=1)
-    sizes = ((0, 16), (4, 24), (7, 16))  # bucket changes inside the resumed part
+    sizes = ((0, canvas.HostSize(9, 16)), (4, canvas.HostSize(6, 8)), (7, canvas.HostSize(9, 16)))
     make = lambda: grain_loader.GrainLoader(source, sampler, sizes, 10, threads=3, prefetch=4)
     full = make()
     reference = [(step, images) for step, images in full]
     assert [s for s, _ in reference] == list(range(10))
-    assert [im.shape[1] for _, im in reference] == [16] * 4 + [24] * 3 + [16] * 3
+    assert [im.canvas for _, im in reference] == [16] * 4 + [8] * 3 + [16] * 3
+    # The whole 9 x 12 images, then shrunk to fit 6 x 8: aspect ratio kept.
+    assert [tuple(im.sizes[0]) for _, im in reference] == [(9, 12)] * 4 + [(6, 8)] * 3 + [
+        (9, 12)] * 3
     first = make()
     head = [next(iter(first)) for _ in range(5)]
     saved = json.loads(json.dumps(first.state()))  # as stored in the checkpoint's metadata
@@ -184,10 +199,8 @@ def test_resumed_iterator_yields_the_same_batches(tmp_path):
         tail = list(resumed)
         assert [s for s, _ in head + tail] == list(range(10))
         for (s, a), (_, b) in zip(head + tail, reference):
-            np.testing.assert_array_equal(a, b, err_msg=f"step {s}")
-    # Random crops: same examples, offsets from (seed, step), not from the worker layout.
-    offsets = sampler.offsets(3)
-    assert offsets.shape == (8,) and 0 <= offsets.min() and offsets.max() < 1
+            np.testing.assert_array_equal(a.pixels, b.pixels, err_msg=f"step {s}")
+            np.testing.assert_array_equal(a.sizes, b.sizes, err_msg=f"step {s}")
     bad = dict(saved, order=dict(saved["order"], num_examples=41))
     with pytest.raises(DataError, match="data order .* differs"):
         make().restore(5, bad)
@@ -205,23 +218,28 @@ def test_device_loader_gives_the_memory_loaders_batches_and_resumes(devices):
     from effssl_jax.data.memory_loader import MemoryLoader
     from effssl_jax.step import data_mesh
     mesh = data_mesh(jax.devices()[:devices])
-    images = np.random.default_rng(0).integers(0, 256, (45, 4, 4, 3), dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    images = canvas.Images(rng.integers(0, 256, (45, 4, 4, 3), dtype=np.uint8),
+                           rng.integers(1, 5, (45, 2), dtype=np.int32))
     sampler = Sampler(45, 16, seed=2)  # 2 steps an epoch, 13 images left out; 45 rows on 8 devices
-    memory = [(s, jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), b))
-              for s, b in MemoryLoader(images, sampler, 7)]
+    put = lambda a: jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), a)
+    memory = [(s, jax.tree.map(put, b)) for s, b in MemoryLoader(images, sampler, 7)]
     loader = DeviceLoader(images, sampler, 7, mesh)
     on_device = list(loader)
     assert [s for s, _ in on_device] == [s for s, _ in memory] == list(range(7))
     for (s, a), (_, b) in zip(on_device, memory):
-        assert a.sharding.is_equivalent_to(b.sharding, 4) and a.dtype == np.uint8
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"step {s}")
+        assert a.pixels.sharding.is_equivalent_to(b.pixels.sharding, 4)
+        assert a.pixels.dtype == np.uint8 and a.sizes.dtype == np.int32
+        for x, y in ((a.pixels, b.pixels), (a.sizes, b.sizes)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"step {s}")
     assert loader.state() == {"next_step": 7, "order": sampler.fingerprint()}
     resumed = DeviceLoader(images, sampler, 7, mesh)
     resumed.restore(4, {"next_step": 4, "order": sampler.fingerprint()})
     tail = list(resumed)
     assert [s for s, _ in tail] == [4, 5, 6]
     for (_, a), (_, b) in zip(tail, memory[4:]):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(np.asarray(a.pixels), np.asarray(b.pixels))
+        np.testing.assert_array_equal(np.asarray(a.sizes), np.asarray(b.sizes))
 
 
 def test_device_loader_refuses_a_split_larger_than_half_a_device(monkeypatch):
@@ -230,7 +248,7 @@ def test_device_loader_refuses_a_split_larger_than_half_a_device(monkeypatch):
     from effssl_jax.data import device_loader
     from effssl_jax.step import data_mesh
     monkeypatch.setattr(device_loader, "_bytes_limit", lambda device: 2 * 45 * 48 - 1)
-    images = np.zeros((45, 4, 4, 3), np.uint8)  # 45 x 48 bytes on one device
+    images = canvas.Images.full(np.zeros((45, 4, 4, 3), np.uint8))  # 45 x 48 bytes on a device
     with pytest.raises(DataError, match="needs .* GiB per device.*--config.data.loader=memory"):
         device_loader.DeviceLoader(images, Sampler(45, 16, 0), 3, data_mesh(jax.devices()[:1]))
 
@@ -240,10 +258,10 @@ def test_bad_examples_are_replaced_counted_and_logged_once(caplog):
     source.blobs[4] = b""
     source.blobs[5] = source.blobs[5][:40]  # truncated PNG
     sampler = Sampler(20, 20, seed=0)
-    hb = grain_loader.HostBatch(source, sampler, ((0, 8),), random_crop=False)
+    hb = grain_loader.HostBatch(source, sampler, ((0, SIZE),))
     with caplog.at_level("WARNING"):
-        _, images = hb(0)
-        _, again = hb(1)
+        _, images, _ = hb(0)
+        _, again, _ = hb(1)
     ids = dict(zip(sampler.indices(0), _ids(images)))
     assert ids[4] == 6 and ids[5] == 6  # the next decodable example stands in
     assert {"index4", "index5"} <= set(decode.SKIPPED)
@@ -254,8 +272,10 @@ def test_bad_examples_are_replaced_counted_and_logged_once(caplog):
 def test_load_arrays_leaves_bad_examples_out():
     source = IndexSource(10)
     source.blobs[2] = b"not an image"
-    images, labels, skipped = decode.load_arrays(source, 8, threads=2, chunk=3)
-    assert skipped == ["index2"] and images.shape == (9, 8, 8, 3)
+    images, sizes, labels, skipped = decode.load_arrays(source, folder.WholeImage(SIZE),
+                                                        threads=2, chunk=3)
+    assert skipped == ["index2"] and images.shape == (9, 16, 16, 3)
+    assert (sizes == [9, 12]).all()
     assert _ids(images).tolist() == [0, 1, 3, 4, 5, 6, 7, 8, 9]
     assert labels.tolist() == [0, 1, 0, 1, 2, 0, 1, 2, 0]
 

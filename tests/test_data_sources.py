@@ -204,11 +204,11 @@ def test_load_folder_arrays_skips_exactly_the_bad_files(image_tree):
 
 
 def test_decode_matches_pil_resize(jpegs):
-    path = jpegs[0][0]
-    ref = np.asarray(Image.open(path).convert("RGB").resize((64, 64), Image.Resampling.BICUBIC))
+    path = jpegs[0][0]  # square: torchvision's Resize(64) + CenterCrop(64) is a PIL resize
+    ref = np.asarray(Image.open(path).convert("RGB").resize((64, 64), Image.Resampling.BILINEAR))
     out = decode_image(path, 64)
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8
-    assert np.abs(out.astype(int) - ref).max() <= 1
+    np.testing.assert_array_equal(out, ref)
     # Bytes input gives the same result as a path.
     np.testing.assert_array_equal(decode_image(open(path, "rb").read(), 64), out)
 
@@ -227,13 +227,18 @@ def test_decode_resizes_short_side_and_centre_crops():
     assert out[:, 0, 0].min() > 200 and out[:, -1, 2].min() > 200
 
 
-def test_decode_large_jpeg_uses_draft_and_stays_accurate(jpegs):
+def test_whole_large_jpeg_uses_draft_and_stays_accurate(jpegs):
+    from effssl_jax.data import canvas, folder
     big = Image.open(jpegs[0][0]).convert("RGB").resize((1280, 960))
     buf = io.BytesIO()
     big.save(buf, format="JPEG", quality=95)
-    out = decode_image(buf.getvalue(), 64).astype(int)
-    ref = np.asarray(big.crop((160, 0, 1120, 960)).resize((64, 64), Image.Resampling.BICUBIC))
-    assert np.abs(out - ref).mean() < 2.0
+    decoded = Image.open(io.BytesIO(buf.getvalue()))
+    decoded.draft(None, (170, 128))
+    assert decoded.size == (320, 240)  # libjpeg decodes it at 1/4 (>= twice the kept size)
+    pixels, (h, w) = folder.WholeImage(canvas.HostSize(64, 88))(buf.getvalue())
+    assert (h, w) == (64, 85)  # the whole image, aspect ratio kept
+    ref = np.asarray(big.resize((85, 64), Image.Resampling.BICUBIC))
+    assert np.abs(pixels[:h, :w].astype(int) - ref).mean() < 2.0
 
 
 def test_decode_never_raises_on_garbage():

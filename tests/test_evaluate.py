@@ -167,7 +167,8 @@ def test_streamed_splits_are_the_loaded_ones_in_host_shares(tmp_path):
     from effssl_jax.data import pipeline
     c = config_schema.default_config()
     c.dataset = f"folder:{_folder(tmp_path)}"
-    whole = pipeline.load_split(c, "bank", 16)
+    crop = pipeline.eval_transform(c, 16)
+    whole = pipeline.load_split(c, "bank", crop)
     parts = []
     for p in range(3):  # three hosts: contiguous, disjoint shares, decoded 5 at a time
         chunks, n, classes = pipeline.stream_split(c, "bank", 16, p, 3, chunk=5)
@@ -177,8 +178,8 @@ def test_streamed_splits_are_the_loaded_ones_in_host_shares(tmp_path):
         assert len(parts[-1][0]) == n
     np.testing.assert_array_equal(np.concatenate([im for im, _ in parts]), whole.images)
     np.testing.assert_array_equal(np.concatenate([lb for _, lb in parts]), whole.labels)
-    subset = pipeline.load_split(c, "bank", 16, limit=7)
-    again = pipeline.load_split(c, "bank", 16, limit=7)
+    subset = pipeline.load_split(c, "bank", crop, limit=7)
+    again = pipeline.load_split(c, "bank", crop, limit=7)
     assert len(subset) == 7 and (subset.images == again.images).all()
     rows = [np.flatnonzero((whole.images == im).all(axis=(1, 2, 3)))[0] for im in subset.images]
     assert rows == sorted(set(rows))  # a fixed subset of distinct examples, in split order
@@ -191,7 +192,7 @@ def test_streamed_features_on_8_devices_equal_the_in_memory_ones():
     exp = tiny_experiment(tiny_config(), jax.devices())
     state = exp.init(jax.random.key(0))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    fn = make_feature_fn(exp.method.net, exp.mesh, 16, 1.0, jnp.float32)
+    fn = make_feature_fn(exp.method.net, exp.mesh, jnp.float32)
     images = np.random.default_rng(1).integers(0, 256, (45, 16, 16, 3), np.uint8)
     labels = np.arange(45) % 4
     chunks = ((images[i:i + 7], labels[i:i + 7]) for i in range(0, 45, 7))

@@ -150,6 +150,8 @@ def test_last_metrics_line_without_newline_is_not_glued_to_the_next(tmp_path):
     ({"optim.schedule": "cosine", "optim.warmup_epochs": 5.0},
      "optim.warmup_epochs=5.0 is ignored by optim.schedule='cosine'; only f1clr and "
      "warmup_cosine warm up: set --config.optim.warmup_epochs=0"),
+    ({"eval.crop_fraction": 1.2}, "eval.crop_fraction=1.2 must lie in (0, 1]"),
+    ({"data.canvas_aspect": 0.9}, "data.canvas_aspect=0.9 must be >= 1"),
 ])
 def test_validate_names_key_and_fix(change, message):
     c = config_schema.default_config()

@@ -6,6 +6,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from effssl_jax import config_schema, experiment
+from effssl_jax.data.canvas import Images
 from effssl_jax.step import StepSpec, data_mesh
 
 
@@ -41,4 +42,6 @@ def compiled_step(config, devices, resolution=16, num_views=2, r_sel=8, dtype=jn
 
 
 def put_batch(images, mesh):
-    return jax.device_put(images, NamedSharding(mesh, P("data")))
+    """uint8 images [B, S, S, 3] as the compiled step takes them: whole images (canvas.Images)
+    sharded on the mesh's data axis."""
+    return jax.device_put(Images.full(images), NamedSharding(mesh, P("data")))

@@ -1,9 +1,10 @@
 """Host decoding: examples of a source -> uint8 arrays, and the record of undecodable examples.
 
-Decoding (data/folder.py's `decode_image`: libjpeg draft mode for big JPEGs, any mode -> RGB,
-shorter side resized, a square crop) is the only image work done on the host; every augmentation
-happens on the device. An undecodable example never stops a run: it is logged once with its name
-and counted in `SKIPPED`, which the run's summary reports (`skipped_images`).
+Decoding with one of data/folder.py's transforms (libjpeg draft mode for big JPEGs, any mode ->
+RGB): `WholeImage` for training (the whole image in a canvas, data/canvas.py) or `CenterCrop` for
+evaluation, is the only image work done on the host; every augmentation happens on the device.
+An undecodable example never stops a run: it is logged once with its name and counted in
+`SKIPPED`, which the run's summary reports (`skipped_images`).
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import threading
 
 import numpy as np
 
-from effssl_jax.data import folder
 from effssl_jax.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -53,54 +53,53 @@ class Subset:
         return self.source.name(self.indices[int(i)])
 
 
-def decode_examples(source, indices, size: int, offsets=None):
-    """(images uint8 [n, size, size, 3], labels int32 [n], ok bool [n]); failed slots are zero.
-    `offsets` place each square crop along the longer side (None: centred)."""
+def decode_examples(source, indices, transform):
+    """(pixels uint8 [n, S, S, 3], sizes int32 [n, 2], labels int32 [n], ok bool [n]) of the
+    examples `indices` through `transform` (folder.WholeImage or folder.CenterCrop, whose output
+    is S x S); failed slots are zero."""
     n = len(indices)
-    images = np.zeros((n, size, size, 3), np.uint8)
-    labels = np.full(n, -1, np.int32)
-    ok = np.zeros(n, bool)
+    pixels = np.zeros((n, transform.side, transform.side, 3), np.uint8)
+    sizes, labels, ok = np.zeros((n, 2), np.int32), np.full(n, -1, np.int32), np.zeros(n, bool)
     for j, (data, label) in enumerate(source.read(indices)):
         labels[j] = label
-        img = folder.decode_image(data, size, 0.5 if offsets is None else float(offsets[j]))
-        if img is None:
+        out = transform(data)
+        if out is None:
             report_bad(source.name(int(indices[j])))
-        else:
-            images[j], ok[j] = img, True
-    return images, labels, ok
+            continue
+        pixels[j], sizes[j], ok[j] = out[0], out[1], True
+    return pixels, sizes, labels, ok
 
 
-def decoded_chunks(source, size: int, threads: int, chunk: int):
+def decoded_chunks(source, transform, threads: int, chunk: int):
     """Iterates decode_examples over consecutive chunks of a source, in order, on grain threads."""
     import grain
     n = len(source)
     chunks = grain.MapDataset.range(-(-n // chunk)).map(
-        lambda c: decode_examples(source, np.arange(c * chunk, min((c + 1) * chunk, n)), size))
+        lambda c: decode_examples(source, np.arange(c * chunk, min((c + 1) * chunk, n)),
+                                  transform))
     threads = default_threads(threads)
     return chunks.to_iter_dataset(grain.ReadOptions(num_threads=threads,
                                                     prefetch_buffer_size=2 * threads))
 
 
-def load_arrays(source, size: int, threads: int = 0, chunk: int = 64, progress: bool = False,
+def load_arrays(source, transform, threads: int = 0, chunk: int = 64, progress: bool = False,
                 desc: str = ""):
-    """Decodes a whole source into memory at `size` (centre crops) with grain worker threads.
-    Returns (images, labels, skipped names); undecodable examples are left out."""
+    """Decodes a whole source into memory through `transform` with grain worker threads.
+    Returns (pixels, sizes, labels, skipped names); undecodable examples are left out."""
     n = len(source)
-    it = decoded_chunks(source, size, threads, chunk)
+    it = decoded_chunks(source, transform, threads, chunk)
     if progress:
         from tqdm.auto import tqdm
         it = tqdm(it, total=-(-n // chunk), desc=f"decoding {desc}", unit="chunk")
-    images = np.empty((n, size, size, 3), np.uint8)
-    labels = np.empty(n, np.int32)
-    ok = np.empty(n, bool)
-    for c, (im, lb, good) in enumerate(it):
-        images[c * chunk:c * chunk + len(im)] = im
-        labels[c * chunk:c * chunk + len(im)] = lb
-        ok[c * chunk:c * chunk + len(im)] = good
+    pixels = np.empty((n, transform.side, transform.side, 3), np.uint8)
+    sizes, labels, ok = np.empty((n, 2), np.int32), np.empty(n, np.int32), np.empty(n, bool)
+    for c, (px, sz, lb, good) in enumerate(it):
+        part = slice(c * chunk, c * chunk + len(px))
+        pixels[part], sizes[part], labels[part], ok[part] = px, sz, lb, good
     skipped = [source.name(i) for i in np.flatnonzero(~ok)]
     if not ok.any():
         raise DataError(f"none of the {n} images of {desc or 'the dataset'} could be decoded "
                         f"(e.g. {skipped[0]!r}); check that they are valid image files")
     if skipped:
-        images, labels = images[ok], labels[ok]
-    return images, labels, skipped
+        pixels, sizes, labels = pixels[ok], sizes[ok], labels[ok]
+    return pixels, sizes, labels, skipped

@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from effssl_jax.data.canvas import Images
 from effssl_jax.data.errors import DataError
 from effssl_jax.data.memory_loader import MemoryLoader
 from effssl_jax.data.order import Sampler
@@ -80,24 +81,20 @@ def _gather_fn(mesh: Mesh):
 
 
 class DeviceLoader(MemoryLoader):
-    """Iterates (step, global uint8 batch on the devices) for steps start..total_steps-1 of
-    `images` (uint8 [N, S, S, 3]), uploaded to `mesh` once. The sampler's global batch indices
+    """Iterates (step, global canvas.Images on the devices) for steps start..total_steps-1 of
+    `images` (all of a split's), uploaded to `mesh` once. The sampler's global batch indices
     (the same on every process) are gathered on the devices; its host slice is not used, because
     the gathered array already gives each process its devices' rows."""
 
-    def __init__(self, images: np.ndarray, sampler: Sampler, total_steps: int, mesh: Mesh,
+    def __init__(self, images: Images, sampler: Sampler, total_steps: int, mesh: Mesh,
                  prefetch: int = 2):
         super().__init__(images, sampler, total_steps, prefetch)
         self._global = Sampler(sampler.num_examples, sampler.batch_size, sampler.seed)
         self._indices = NamedSharding(mesh, P())
         self._gather = _gather_fn(mesh)
-        self.images = upload(images, mesh)
-        self._size = images.shape[1]
+        self.images = Images(upload(images.pixels, mesh), upload(images.sizes, mesh))
 
-    def host_size(self, step: int) -> int:
-        return self._size
-
-    def _batch(self, step: int) -> jax.Array:
+    def _batch(self, step: int) -> Images:
         indices = self._global.indices(step).astype(np.int32)
         indices = jax.make_array_from_callback(indices.shape, self._indices, lambda i: indices[i])
-        return self._gather(self.images, indices)
+        return jax.tree.map(lambda a: self._gather(a, indices), self.images)

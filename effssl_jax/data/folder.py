@@ -2,6 +2,7 @@
 to fixed-size uint8 arrays held in memory. Augmentation happens later, on device."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -11,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from effssl_jax.data import canvas
 from effssl_jax.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -86,29 +88,86 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # P, 1, CMYK, YCbCr, ...
 
 
-def decode_image(path_or_bytes: str | bytes, size: int, offset: float = 0.5) -> np.ndarray | None:
-    """Decodes to RGB uint8 ``[size, size, 3]``: shorter side resized to ``size``
-    (bicubic), then a square crop, centred (``offset`` 0.5) or at ``offset`` in [0, 1] along the
-    longer side. Returns None if the file cannot be decoded."""
-    try:
-        src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
-        with Image.open(src) as im:
-            if im.format == "JPEG":
-                # Let libjpeg downscale by 2/4/8 while decoding, keeping >= 2x the
-                # target so the bicubic pass still antialiases: a large speed-up
-                # for big photos, a no-op for sources under 2 * size.
-                im.draft(None, (2 * size, 2 * size))
-            im = _to_rgb(im)
-            w, h = im.size
-            side = min(w, h)
-            x0, y0 = (w - side) * offset, (h - side) * offset
-            box = (x0, y0, x0 + side, y0 + side)
-            im = im.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            return np.asarray(im, np.uint8)
-    except _DECODE_ERRORS:
-        return None
+def _load(src, target, draft: bool = True):
+    """(the RGB or L image of a path or bytes, (height, width) it is to be resized to), where
+    target(height, width) of the file gives the latter. With `draft`, a JPEG is decoded by
+    libjpeg's draft mode at the smallest power-of-two reduction that keeps it at least twice that
+    size: a large speed-up for big photos, a no-op for files under twice the size they are
+    resized to."""
+    im = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
+    w0, h0 = im.size
+    h, w = target(h0, w0)
+    if draft and im.format == "JPEG":
+        im.draft(None, (2 * w, 2 * h))
+    return _to_rgb(im), (h, w)
+
+
+def _rgb_array(im: Image.Image) -> np.ndarray:
+    return np.asarray(im if im.mode == "RGB" else im.convert("RGB"), np.uint8)
+
+
+@dataclasses.dataclass(frozen=True)
+class WholeImage:
+    """The training transform of the host: the whole image, aspect ratio kept, its sides fitted
+    to `size` (canvas.fit; bicubic, antialiased) and padded at the top-left of the canvas.
+    Called on a path or bytes: (uint8 [C, C, 3], (height, width)), or None if undecodable."""
+    size: canvas.HostSize
+
+    @property
+    def side(self) -> int:
+        return self.size.canvas
+
+    def __call__(self, src):
+        try:
+            im, (h, w) = _load(src, lambda h0, w0: canvas.fit(h0, w0, self.size))
+            if im.size != (w, h):
+                im = im.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=3.0)
+            out = np.zeros((self.size.canvas, self.size.canvas, 3), np.uint8)
+            out[:h, :w] = _rgb_array(im)
+            return out, (h, w)
+        except _DECODE_ERRORS:
+            return None
+
+
+def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """torchvision's `Resize(size)` output (height, width): the shorter side `size`, the longer
+    one scaled and truncated (transforms.functional._compute_resized_output_size)."""
+    if width <= height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
+
+
+@dataclasses.dataclass(frozen=True)
+class CenterCrop:
+    """The evaluation transform, torchvision's `Resize(round(r / crop_fraction))` +
+    `CenterCrop(r)` on a PIL image: the shorter side resized (bilinear, antialiased) from the
+    file's full resolution (no draft decoding: the pixels are torchvision's), then the central
+    r x r square, so a view is never an upsampled crop. Called on a path or bytes:
+    (uint8 [r, r, 3], (r, r)), or None if undecodable."""
+    resolution: int
+    crop_fraction: float = 0.875
+
+    @property
+    def side(self) -> int:
+        return self.resolution
+
+    def __call__(self, src):
+        r = self.resolution
+        try:
+            im, (h, w) = _load(src, lambda h0, w0: resized_size(
+                h0, w0, round(r / self.crop_fraction)), draft=False)
+            im = im.resize((w, h), Image.Resampling.BILINEAR)
+            top, left = int(round((h - r) / 2.0)), int(round((w - r) / 2.0))
+            return _rgb_array(im.crop((left, top, left + r, top + r))), (r, r)
+        except _DECODE_ERRORS:
+            return None
+
+
+def decode_image(src, size: int) -> np.ndarray | None:
+    """The central `size` x `size` square of an image (CenterCrop(size, crop_fraction=1)):
+    uint8 [size, size, 3], or None if it cannot be decoded."""
+    out = CenterCrop(size, 1.0)(src)
+    return None if out is None else out[0]
 
 
 def load_folder_arrays(root: str, size: int, num_workers: int | None = None,

@@ -2,7 +2,7 @@
 
 Design (and why):
 - *Order is a pure function of (seed, step)* (data/order.py): which examples a host reads at a step
-  and where it crops them come from the `Sampler`, never from the worker layout.
+  come from the `Sampler`, never from the worker layout.
 - *Element = one step's local batch*, not one example: grain's worker threads (`ReadOptions`) or
   processes (`mp_prefetch`) then hand out whole steps, so no step is ever split across workers and
   the stream stays exactly `step -> batch` under any worker count (grain slices a dataset across
@@ -14,9 +14,9 @@ Design (and why):
   are stored in the checkpoint's metadata; on restore the saved grain state is set and the first
   element's step is checked against the train state's step, so a resumed run sees exactly the
   batches the uninterrupted one would have.
-- *Host work only* (data/decode.py): decode, resize the shorter side to the bucket's host size
-  (resolution x margin, so the device's random-resized crop has pixels to spare) and crop a square
-  at a random offset along the longer side.
+- *Host work only* (data/decode.py): decode and keep each image whole at the bucket's host size
+  (data/canvas.py: sharp enough that the device's random-resized crop of the whole image upsamples
+  no more than torchvision's crop of the file), padded into the bucket's canvas.
 - *Bad data never stops a run:* an undecodable example is counted (decode.SKIPPED) and replaced by
   the next decodable example (index + 1, + 2, ...), so batches keep their size and stay a pure
   function of (seed, step).
@@ -25,27 +25,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from effssl_jax.data import decode
+from effssl_jax.data import canvas, decode, folder
 from effssl_jax.data.errors import DataError
 from effssl_jax.data.order import Sampler
 
 MAX_CONSECUTIVE_BAD = 64
 
 
-def host_size(resolution: int, margin: float, fixed: int = 0) -> int:
-    """Host image side for a training resolution: `fixed` if set, else resolution x margin rounded
-    to a multiple of 8 (224 -> 256 with the default margin 8/7), never below the resolution."""
-    if fixed:
-        return fixed
-    return max(resolution, 8 * round(resolution * margin / 8))
+def host_sizes(plan, size_of) -> tuple[tuple[int, canvas.HostSize], ...]:
+    """(first step, size_of(resolution)) of each resolution stage of a plan: picklable, unlike
+    the plan."""
+    return tuple((s.start, size_of(s.resolution)) for s in plan.stages)
 
 
-def host_sizes(plan, margin: float, fixed: int = 0) -> tuple[tuple[int, int], ...]:
-    """(first step, host size) of each resolution stage of a plan: picklable, unlike the plan."""
-    return tuple((s.start, host_size(s.resolution, margin, fixed)) for s in plan.stages)
-
-
-def size_at(sizes: tuple[tuple[int, int], ...], step: int) -> int:
+def size_at(sizes: tuple[tuple[int, canvas.HostSize], ...], step: int) -> canvas.HostSize:
     """The host size of a step: that of the last stage starting at or before it."""
     size = sizes[0][1]
     for start, s in sizes:
@@ -55,19 +48,20 @@ def size_at(sizes: tuple[tuple[int, int], ...], step: int) -> int:
 
 
 class HostBatch:
-    """The grain map function: step -> (step, uint8 [local_batch, S, S, 3]) at the step's size."""
+    """The grain map function: step -> (step, uint8 pixels [local_batch, C, C, 3], int32 sizes
+    [local_batch, 2]) of whole images at the step's host size."""
 
-    def __init__(self, source, sampler: Sampler, sizes, random_crop: bool = True):
+    def __init__(self, source, sampler: Sampler, sizes):
         self.source, self.sampler, self.sizes = source, sampler, tuple(sizes)
-        self.random_crop = random_crop
 
-    def _substitute(self, index: int, size: int, offset: float) -> np.ndarray:
-        """The first decodable example after `index`, cropped at the bad example's offset."""
+    def _substitute(self, index: int, transform):
+        """The first decodable example after `index`."""
         n = len(self.source)
         for k in range(1, min(MAX_CONSECUTIVE_BAD, n) + 1):
-            images, _, ok = decode.decode_examples(self.source, [(index + k) % n], size, [offset])
+            pixels, sizes, _, ok = decode.decode_examples(self.source, [(index + k) % n],
+                                                          transform)
             if ok[0]:
-                return images[0]
+                return pixels[0], sizes[0]
         raise DataError(f"{MAX_CONSECUTIVE_BAD} consecutive examples from "
                         f"{self.source.name(index)} on cannot be decoded; check the data "
                         "(rebuild it with python -m effssl_jax.data.prepare)")
@@ -75,16 +69,15 @@ class HostBatch:
     def __call__(self, step):
         step = int(step)
         idx = self.sampler.indices(step)
-        offsets = self.sampler.offsets(step) if self.random_crop else np.full(len(idx), 0.5)
-        size = size_at(self.sizes, step)
-        images, _, ok = decode.decode_examples(self.source, idx, size, offsets)
+        transform = folder.WholeImage(size_at(self.sizes, step))
+        pixels, sizes, _, ok = decode.decode_examples(self.source, idx, transform)
         for j in np.flatnonzero(~ok):
-            images[j] = self._substitute(int(idx[j]), size, float(offsets[j]))
-        return np.int64(step), images
+            pixels[j], sizes[j] = self._substitute(int(idx[j]), transform)
+        return np.int64(step), pixels, sizes
 
 
 class GrainLoader:
-    """Iterates (step, local uint8 batch) for steps start..total_steps-1 through grain.
+    """Iterates (step, this host's canvas.Images) for steps start..total_steps-1 through grain.
 
     The grain dataset is `MapDataset.range(base, total_steps).map(HostBatch)`: `base` is the step
     the run (or the session that wrote the checkpoint) started from, and grain's iterator state
@@ -94,15 +87,15 @@ class GrainLoader:
     """
 
     def __init__(self, source, sampler: Sampler, sizes, total_steps: int, threads: int = 0,
-                 processes: int = 0, prefetch: int = 2, random_crop: bool = True):
+                 processes: int = 0, prefetch: int = 2):
         self.source, self.sampler, self.sizes = source, sampler, tuple(sizes)
-        self.total_steps, self.random_crop = total_steps, random_crop
+        self.total_steps = total_steps
         self.threads, self.processes = decode.default_threads(threads), processes
         self.prefetch = max(prefetch, self.threads)
         self._iter, self._base, self._expected = None, 0, 0
 
-    def host_size(self, step: int) -> int:
-        return size_at(self.sizes, step)
+    def canvas(self, step: int) -> int:
+        return size_at(self.sizes, step).canvas
 
     def _layout(self) -> dict:
         return {"threads": self.threads, "processes": self.processes}
@@ -122,7 +115,7 @@ class GrainLoader:
         """A fresh grain iterator over steps base..total_steps-1."""
         import grain
         ds = grain.MapDataset.range(base, self.total_steps).map(
-            HostBatch(self.source, self.sampler, self.sizes, self.random_crop))
+            HostBatch(self.source, self.sampler, self.sizes))
         it = ds.to_iter_dataset(grain.ReadOptions(num_threads=self.threads,
                                                   prefetch_buffer_size=self.prefetch))
         if self.processes:
@@ -156,12 +149,12 @@ class GrainLoader:
     def __next__(self):
         if self._expected >= self.total_steps:
             raise StopIteration
-        step, images = next(self._iter)
+        step, pixels, sizes = next(self._iter)
         if int(step) != self._expected:
             raise DataError(f"the data iterator produced step {int(step)} where step "
                             f"{self._expected} was due; delete the inconsistent checkpoint")
         self._expected += 1
-        return int(step), images
+        return int(step), canvas.Images(pixels, sizes)
 
     def close(self) -> None:
         close = getattr(self._iter, "close", None)

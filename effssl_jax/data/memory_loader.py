@@ -8,8 +8,7 @@ from __future__ import annotations
 import queue
 import threading
 
-import numpy as np
-
+from effssl_jax.data.canvas import Images
 from effssl_jax.data.errors import DataError
 from effssl_jax.data.order import Sampler
 
@@ -60,19 +59,19 @@ class Prefetcher:
 
 
 class MemoryLoader:
-    """Iterates (step, local uint8 batch) for steps start..total_steps-1 of `images`
-    (uint8 [N, S, S, 3], e.g. an ArrayDataset's), `prefetch` steps ahead."""
+    """Iterates (step, this host's canvas.Images) for steps start..total_steps-1 of `images`
+    (all of a split's, e.g. an ArrayDataset's), `prefetch` steps ahead."""
 
-    def __init__(self, images: np.ndarray, sampler: Sampler, total_steps: int, prefetch: int = 2):
+    def __init__(self, images: Images, sampler: Sampler, total_steps: int, prefetch: int = 2):
         self.images, self.sampler, self.total_steps = images, sampler, total_steps
         self.prefetch = prefetch
         self._prefetcher = None
         self._next = 0
 
-    def host_size(self, step: int) -> int:
-        return self.images.shape[1]
+    def canvas(self, step: int) -> int:
+        return self.images.canvas
 
-    def _batch(self, step: int) -> np.ndarray:
+    def _batch(self, step: int) -> Images:
         return self.images[self.sampler.indices(step)]
 
     def restore(self, start: int, saved: dict | None = None) -> None:

@@ -25,8 +25,7 @@ def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> n
 
 @dataclasses.dataclass(frozen=True)
 class Sampler:
-    """Which examples host `process_index` of `process_count` reads at a step, and where it
-    crops them."""
+    """Which examples host `process_index` of `process_count` reads at a step."""
     num_examples: int
     batch_size: int  # global
     seed: int
@@ -44,11 +43,6 @@ class Sampler:
 
     def indices(self, step: int) -> np.ndarray:
         return self.host_slice(batch_indices(step, self.num_examples, self.batch_size, self.seed))
-
-    def offsets(self, step: int) -> np.ndarray:
-        """Crop offsets along the longer side, drawn per global batch position (so independent of
-        the process count)."""
-        return self.host_slice(np.random.default_rng([self.seed, 1, step]).random(self.batch_size))
 
     def fingerprint(self) -> dict:
         """What a checkpoint's data order must match: the inputs of `batch_indices`."""

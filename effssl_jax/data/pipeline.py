@@ -15,9 +15,11 @@ import logging
 import numpy as np
 
 from effssl_jax.data import (
+    canvas,
     datasets,
     decode,
     device_loader,
+    folder,
     grain_loader,
     memory_loader,
     sources,
@@ -29,13 +31,20 @@ from effssl_jax.data.order import Sampler
 
 @dataclasses.dataclass
 class ArrayDataset:
-    images: np.ndarray  # uint8 [N, S, S, 3]
+    images: np.ndarray  # uint8 [N, S, S, 3]: evaluation crops, or whole images in a canvas
     labels: np.ndarray  # int32 [N], -1 when unlabeled
     num_classes: int
     skipped: list[str] = dataclasses.field(default_factory=list)
+    sizes: np.ndarray | None = None  # int32 [N, 2]: each image's valid (height, width)
 
     def __len__(self):
         return len(self.images)
+
+    def canvas(self) -> canvas.Images:
+        """The images with their valid sizes (all of the canvas where none are recorded)."""
+        if self.sizes is None:
+            return canvas.Images.full(self.images)
+        return canvas.Images(self.images, self.sizes)
 
 
 def in_memory(config) -> bool:
@@ -47,11 +56,24 @@ def in_memory(config) -> bool:
     return config.data.loader in ("memory", "device")
 
 
-def _synthetic_split(config, split: str, image_size: int) -> ArrayDataset:
+def eval_transform(config, resolution: int) -> folder.CenterCrop:
+    """The evaluation transform of a run: torchvision's Resize + CenterCrop at `resolution`."""
+    return folder.CenterCrop(resolution, config.eval.crop_fraction)
+
+
+def _synthetic_split(config, split: str, transform) -> ArrayDataset:
+    """The generated split, drawn as a file of any size would be kept: for training at the host's
+    shorter side (square images fill their canvas), for evaluation at the evaluation's resize and
+    centre-cropped."""
     n = config.synthetic_train_size if split != "eval" else config.synthetic_test_size
+    if isinstance(transform, folder.WholeImage):
+        side = crop = transform.size.short
+    else:
+        side, crop = round(transform.resolution / transform.crop_fraction), transform.resolution
     images, labels = synthetic.make_synthetic("train" if split != "eval" else "test", n,
-                                              image_size=image_size, seed=config.seed)
-    return ArrayDataset(images, labels, int(labels.max()) + 1)
+                                              image_size=side, seed=config.seed)
+    top = (side - crop) // 2
+    return ArrayDataset(images[:, top:top + crop, top:top + crop], labels, int(labels.max()) + 1)
 
 
 def _subset(n: int, limit: int, seed: int) -> np.ndarray | None:
@@ -65,16 +87,18 @@ def _limited(data: ArrayDataset, limit: int, seed: int) -> ArrayDataset:
     """`data`, or its fixed random subset of `limit` examples (_subset)."""
     chosen = _subset(len(data), limit, seed)
     return data if chosen is None else dataclasses.replace(
-        data, images=data.images[chosen], labels=data.labels[chosen])
+        data, images=data.images[chosen], labels=data.labels[chosen],
+        sizes=None if data.sizes is None else data.sizes[chosen])
 
 
-def load_split(config, split: str, image_size: int, limit: int = 0) -> ArrayDataset:
-    """A split decoded into memory at image_size x image_size (centre crops); `limit` > 0: a
-    fixed random subset of that many examples (seeded by config.seed), the rest never decoded.
+def load_split(config, split: str, transform, limit: int = 0) -> ArrayDataset:
+    """A split decoded into memory through `transform` (folder.WholeImage: whole images for
+    training, with their sizes; folder.CenterCrop: evaluation crops); `limit` > 0: a fixed random
+    subset of that many examples (seeded by config.seed), the rest never decoded.
     split: 'train' (pretraining), 'bank' (labelled kNN / probe memory bank) or 'eval'."""
     info = datasets.info_for(config.dataset)
     if config.dataset == "synthetic":
-        return _limited(_synthetic_split(config, split, image_size), limit, config.seed)
+        return _limited(_synthetic_split(config, split, transform), limit, config.seed)
     source = sources.open_source(config, split)
     where = getattr(source, "root", None) or getattr(source, "description", config.dataset)
     if len(source) == 0:
@@ -83,13 +107,14 @@ def load_split(config, split: str, image_size: int, limit: int = 0) -> ArrayData
     num_classes = info.num_classes or source.num_classes
     if (chosen := _subset(len(source), limit, config.seed)) is not None:
         source = decode.Subset(source, chosen)
-    images, labels, skipped = decode.load_arrays(source, image_size, config.data.threads,
-                                                 progress=config.progress_bar, desc=where)
+    images, sizes, labels, skipped = decode.load_arrays(
+        source, transform, config.data.threads, progress=config.progress_bar, desc=where)
     if skipped:
         logging.warning("%d of %d images in %s could not be decoded and are skipped",
                         len(skipped), len(source), where)
     num_classes = num_classes or int(labels.max()) + 1
-    return ArrayDataset(images, labels, max(num_classes, 1), skipped)
+    whole = isinstance(transform, folder.WholeImage)
+    return ArrayDataset(images, labels, max(num_classes, 1), skipped, sizes if whole else None)
 
 
 def _stream_source(config):
@@ -107,15 +132,16 @@ def host_share(num_examples: int, process_index: int, process_count: int) -> ran
                  num_examples * (process_index + 1) // process_count)
 
 
-def stream_split(config, split: str, image_size: int, process_index: int = 0,
+def stream_split(config, split: str, resolution: int, process_index: int = 0,
                  process_count: int = 1, chunk: int = 64):
     """(iterator of (uint8 images, labels) chunks, number of examples, number of classes): this
-    host's share of a split decoded `chunk` examples at a time (centre crops), for evaluation at
-    any dataset size: the split is never whole in memory (except `synthetic`, generated in
-    memory). Undecodable examples are left out, as in load_split."""
+    host's share of a split decoded `chunk` examples at a time (the evaluation transform at
+    `resolution`), for evaluation at any dataset size: the split is never whole in memory (except
+    `synthetic`, generated in memory). Undecodable examples are left out, as in load_split."""
     info = datasets.info_for(config.dataset)
+    transform = eval_transform(config, resolution)
     if config.dataset == "synthetic":
-        data = _synthetic_split(config, split, image_size)
+        data = _synthetic_split(config, split, transform)
         share = host_share(len(data), process_index, process_count)
         chunks = ((data.images[i:min(i + chunk, share.stop)],
                    data.labels[i:min(i + chunk, share.stop)])
@@ -127,8 +153,8 @@ def stream_split(config, split: str, image_size: int, process_index: int = 0,
                         "pick another --config.dataset")
     share = host_share(len(source), process_index, process_count)
     part = decode.Subset(source, share)
-    chunks = ((im[ok], lb[ok]) for im, lb, ok in
-              decode.decoded_chunks(part, image_size, config.data.threads, chunk))
+    chunks = ((im[ok], lb[ok]) for im, _, lb, ok in
+              decode.decoded_chunks(part, transform, config.data.threads, chunk))
     num_classes = info.num_classes or source.num_classes
     return chunks, len(share), max(num_classes or 1, 1)
 
@@ -141,36 +167,34 @@ def num_train_examples(config) -> int:
     return len(sources.open_source(config, "train"))
 
 
-def open_run_data(config, image_size: int):
+def open_run_data(config, train_size: canvas.HostSize, eval_resolution: int):
     """(pretraining data, memory bank, eval split) of a run. The pretraining data is an
-    ArrayDataset when in_memory(config), else a random-access source for the grain loader; the
-    bank and eval splits (at most eval.online_subset images each) are decoded into memory at
-    image_size for the online kNN."""
-    info = datasets.info_for(config.dataset)
+    ArrayDataset of whole images at `train_size` when in_memory(config), else a random-access
+    source for the grain loader; the bank and eval splits (at most eval.online_subset images each)
+    are decoded into memory through the evaluation transform for the online kNN."""
     limit = config.eval.online_subset
+    evaluation = eval_transform(config, eval_resolution)
     if in_memory(config):
-        train = load_split(config, "train", image_size)
-        if info.bank_split != info.train_split:
-            bank = load_split(config, "bank", image_size, limit)
-        else:
-            bank = _limited(train, limit, config.seed)
+        train = load_split(config, "train", folder.WholeImage(train_size))
     else:
         train = _stream_source(config)
-        bank = load_split(config, "bank", image_size, limit)
-    return train, bank, load_split(config, "eval", image_size, limit)
+    bank = load_split(config, "bank", evaluation, limit)
+    return train, bank, load_split(config, "eval", evaluation, limit)
 
 
-def make_loader(config, train, plan, mesh, process_index: int = 0, process_count: int = 1):
-    """The iterator of (step, uint8 batch) over a run's plan: a DeviceLoader (global batches on
+def make_loader(config, train, plan, mesh, size_of, process_index: int = 0,
+                process_count: int = 1):
+    """The iterator of (step, canvas.Images) over a run's plan: a DeviceLoader (global batches on
     `mesh`) with data.loader=device, a MemoryLoader over an ArrayDataset, else a GrainLoader over
-    a source at each bucket's host size (these two give this host's batch as numpy)."""
+    a source at each bucket's host size, size_of(resolution) (these two give this host's batch as
+    numpy)."""
     sampler = Sampler(len(train), config.batch_size, config.seed, process_index, process_count)
     if config.data.loader == "device":
-        return device_loader.DeviceLoader(train.images, sampler, plan.total_steps, mesh,
+        return device_loader.DeviceLoader(train.canvas(), sampler, plan.total_steps, mesh,
                                           config.prefetch)
     if isinstance(train, ArrayDataset):
-        return memory_loader.MemoryLoader(train.images, sampler, plan.total_steps,
+        return memory_loader.MemoryLoader(train.canvas(), sampler, plan.total_steps,
                                           config.prefetch)
-    sizes = grain_loader.host_sizes(plan, config.data.host_margin, config.image_size)
+    sizes = grain_loader.host_sizes(plan, size_of)
     return grain_loader.GrainLoader(train, sampler, sizes, plan.total_steps, config.data.threads,
                                     config.data.processes, config.prefetch)

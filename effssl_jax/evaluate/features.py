@@ -1,5 +1,6 @@
-"""Frozen-backbone features for evaluation: eval-mode batch norm, centre crop, batch sharded over
-the mesh's data axis; from arrays in memory or streamed from a split batch by batch."""
+"""Frozen-backbone features for evaluation: eval-mode batch norm, batch sharded over the mesh's
+data axis; from arrays in memory or streamed from a split batch by batch. The images are the
+host's evaluation crops (data/folder.py's CenterCrop), already at the evaluation resolution."""
 from __future__ import annotations
 
 import jax
@@ -13,11 +14,11 @@ from effssl_jax import augment
 from effssl_jax.methods.base import l2_normalize
 
 
-def make_feature_fn(net, mesh, resolution: int, crop_fraction: float, dtype, normalize=True):
-    """jitted (variables, uint8 images [B,H,W,3]) -> backbone features [B, D] of the centre crop
+def make_feature_fn(net, mesh, dtype, normalize=True):
+    """jitted (variables, uint8 evaluation crops [B, r, r, 3]) -> backbone features [B, D]
     (L2-normalised unless normalize=False), batch sharded over the mesh's data axis."""
     def features(variables, images):
-        x = augment.normalize(augment.center_resize(images, resolution, crop_fraction))
+        x = augment.normalize(augment.to_float(images))
         f = net.apply(variables, x.astype(dtype), method=net.features).astype(jnp.float32)
         return l2_normalize(f) if normalize else f
 

@@ -6,8 +6,9 @@ a linear classifier (weights N(0, 0.01), bias 0) on the backbone's pooled featur
 frozen in eval mode (its BN uses the running statistics); LARS (momentum 0.9, trust coefficient
 0.001, biases not adapted), batch 4096, lr 0.02 x batch / 256 decayed by a cosine over the epochs,
 no weight decay, 90 epochs; training images RandomResizedCrop(224, scale 0.08-1) + horizontal flip
-(here of the host's square crop at a random offset, as in training), evaluation images resized to
-256 and centre-cropped to 224 (here: the eval crop of `eval.crop_fraction` at `eval.resolution`).
+(here from the whole image, kept by the host as training keeps it: data/canvas.py), evaluation
+images resized to 256 and centre-cropped to 224 (here: the evaluation transform at
+`eval.resolution`, data/folder.py's CenterCrop).
 Top-1/top-5 on the eval split. It is not resumable: a killed probe starts again.
 
 Unlike the offline probes (linear.py) it augments every image at every step, so each epoch costs
@@ -28,7 +29,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from effssl_jax import augment, run_log
-from effssl_jax.data import decode, pipeline, sources
+from effssl_jax.data import canvas, decode, folder, pipeline, sources
 from effssl_jax.data.order import Sampler
 from effssl_jax.evaluate.features import make_feature_fn, stream_features
 from effssl_jax.evaluate.knn import topk_accuracy
@@ -37,22 +38,23 @@ SIMSIAM_LINEAR = dict(batch_size=4096, base_lr=0.02, epochs=90, momentum=0.9, we
                       trust_coefficient=0.001, crop_scale=(0.08, 1.0), init_std=0.01, seed=0)
 
 
-def _labelled_batches(config, size: int, sampler: Sampler, total_steps: int):
-    """(step, this host's uint8 images [b, size, size, 3], labels [b]) of the bank split; labels
-    of undecodable examples are -1 (left out of the loss)."""
+def _labelled_batches(config, size: canvas.HostSize, sampler: Sampler, total_steps: int):
+    """(step, this host's whole images (canvas.Images) at `size`, labels [b]) of the bank split;
+    labels of undecodable examples are -1 (left out of the loss)."""
+    transform = folder.WholeImage(size)
     if config.dataset == "synthetic":
-        data = pipeline.load_split(config, "bank", size)
+        data = pipeline.load_split(config, "bank", transform)
         for step in range(total_steps):
             idx = sampler.indices(step)
-            yield step, data.images[idx], data.labels[idx]
+            yield step, data.canvas()[idx], data.labels[idx]
         return
     import grain
     source = sources.open_source(config, "bank")
 
     def batch(step):
-        images, labels, ok = decode.decode_examples(source, sampler.indices(int(step)), size,
-                                                    sampler.offsets(int(step)))
-        return int(step), images, np.where(ok, labels, -1)
+        pixels, sizes, labels, ok = decode.decode_examples(source, sampler.indices(int(step)),
+                                                           transform)
+        return int(step), canvas.Images(pixels, sizes), np.where(ok, labels, -1)
 
     threads = decode.default_threads(config.data.threads)
     yield from grain.MapDataset.range(total_steps).map(batch).to_iter_dataset(
@@ -62,13 +64,13 @@ def _labelled_batches(config, size: int, sampler: Sampler, total_steps: int):
 def _train_step(net, tx, resolution: int, crop_scale, dtype, mesh):
     """jit(head, opt_state, variables, uint8 images, labels, key) -> (head, opt_state, loss)."""
     def step(head, opt_state, variables, images, labels, key):
-        keys = jax.random.split(key, 2 * images.shape[0]).reshape(images.shape[0], 2)
+        keys = jax.random.split(key, 2 * len(images)).reshape(len(images), 2)
 
-        def view(k, image):
-            x = augment.random_resized_crop(k[0], image, resolution, scale=crop_scale)
+        def view(k, image, size):
+            x = augment.random_resized_crop(k[0], image, size, resolution, scale=crop_scale)
             return jnp.where(jax.random.bernoulli(k[1]), x[:, ::-1], x)
 
-        x = augment.normalize(jax.vmap(view)(keys, images)).astype(dtype)
+        x = augment.normalize(jax.vmap(view)(keys, images.pixels, images.sizes)).astype(dtype)
         features = jax.lax.stop_gradient(
             net.apply(variables, x, method=net.features).astype(jnp.float32))
 
@@ -87,12 +89,15 @@ def _train_step(net, tx, resolution: int, crop_scale, dtype, mesh):
                    out_shardings=(replicated, replicated, replicated), donate_argnums=(0, 1))
 
 
-def simsiam_linear(exp, variables, eval_res: int, host_size: int, **options) -> dict:
+def simsiam_linear(exp, variables, eval_res: int, **options) -> dict:
     """Top-1/top-5 of SimSiam's linear protocol on `variables`' frozen backbone; `options`
     override SIMSIAM_LINEAR (e.g. fewer epochs for a quick look)."""
     o = {**SIMSIAM_LINEAR, **options}
     config, mesh = exp.config, exp.mesh
-    _, num_train, num_classes = pipeline.stream_split(config, "bank", host_size)  # sizes only
+    _, num_train, num_classes = pipeline.stream_split(config, "bank", eval_res)  # sizes only
+    # RandomResizedCrop's default ratios (3/4 to 4/3), as main_lincls.py uses them.
+    host_size = canvas.host_size(eval_res, o["crop_scale"][0], 4 / 3, config.data.canvas_aspect,
+                                 config.image_size)
     batch_size = max(min(o["batch_size"], num_train) // mesh.size, 1) * mesh.size
     steps_per_epoch = num_train // batch_size
     total = o["epochs"] * steps_per_epoch
@@ -122,7 +127,7 @@ def simsiam_linear(exp, variables, eval_res: int, host_size: int, **options) -> 
                        f"steps at batch {batch_size}", main):
         loss = None
         for step, images, labels in _labelled_batches(config, host_size, sampler, total):
-            head, opt_state, loss = step_fn(head, opt_state, variables, put(images),
+            head, opt_state, loss = step_fn(head, opt_state, variables, jax.tree.map(put, images),
                                             put(labels.astype(np.int32)),
                                             jax.random.fold_in(key, step))
             if main and (step + 1) % steps_per_epoch == 0:
@@ -130,11 +135,10 @@ def simsiam_linear(exp, variables, eval_res: int, host_size: int, **options) -> 
                 if epoch % 10 == 0 or epoch == o["epochs"]:
                     print(f"  epoch {epoch}: loss {float(loss):.4f}", flush=True)
     fit_s = time.perf_counter() - t0
-    fn = make_feature_fn(net, mesh, eval_res, config.eval.crop_fraction, exp.dtype,
-                         normalize=False)
-    chunks, num_local, _ = pipeline.stream_split(config, "eval", host_size, jax.process_index(),
+    fn = make_feature_fn(net, mesh, exp.dtype, normalize=False)
+    chunks, num_local, _ = pipeline.stream_split(config, "eval", eval_res, jax.process_index(),
                                                  jax.process_count())
-    x, y = stream_features(fn, variables, chunks, num_local, host_size, config.eval.batch_size,
+    x, y = stream_features(fn, variables, chunks, num_local, eval_res, config.eval.batch_size,
                            mesh)
     head = jax.device_get(head)
     scores = x @ head["w"] + head["b"]

@@ -72,12 +72,12 @@ class SplitFeatures:
         return len(self.labels)
 
 
-def _features(config, split: str, image_size: int, fn, variables, mesh) -> SplitFeatures:
+def _features(config, split: str, resolution: int, fn, variables, mesh) -> SplitFeatures:
     """A split's features, streamed (pipeline.stream_split), with a progress line."""
     chunks, num_local, num_classes = pipeline.stream_split(
-        config, split, image_size, jax.process_index(), jax.process_count())
+        config, split, resolution, jax.process_index(), jax.process_count())
     with run_log.phase(f"extracting the {split} split's features", jax.process_index() == 0):
-        x, labels = stream_features(fn, variables, chunks, num_local, image_size,
+        x, labels = stream_features(fn, variables, chunks, num_local, resolution,
                                     config.eval.batch_size, mesh)
     return SplitFeatures(x, labels, num_classes)
 
@@ -91,7 +91,7 @@ def evaluate_workdir(workdir: str, protocols=("knn", "linear"), step: int | None
     lincls_options override lincls.SIMSIAM_LINEAR."""
     config = config_schema.from_workdir(workdir)
     experiment.enable_dtype(config.dtype)
-    eval_res, image_size = experiment.sizes(config)
+    eval_res = experiment.eval_resolution(config)
     num_pretrain = pipeline.num_train_examples(config)
     exp, state, ckpt_step = experiment.restore(workdir, step, num_pretrain)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
@@ -99,14 +99,13 @@ def evaluate_workdir(workdir: str, protocols=("knn", "linear"), step: int | None
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint_step": ckpt_step, "epoch": exp.plan.epoch(ckpt_step),
         "dataset": config.dataset,
-        "features": f"backbone, eval-mode BN, centre crop {config.eval.crop_fraction:g} of the "
-                    f"short side resized to {eval_res} px",
+        "features": f"backbone, eval-mode BN, shorter side resized to "
+                    f"{round(eval_res / config.eval.crop_fraction)} px, centre crop {eval_res} px",
     }
     if {"knn", "linear"} & set(protocols):  # on features extracted once
-        fn = make_feature_fn(exp.method.net, exp.mesh, eval_res, config.eval.crop_fraction,
-                             exp.dtype, normalize=False)
+        fn = make_feature_fn(exp.method.net, exp.mesh, exp.dtype, normalize=False)
         t0 = time.perf_counter()
-        bank, eval_split = (_features(config, split, image_size, fn, variables, exp.mesh)
+        bank, eval_split = (_features(config, split, eval_res, fn, variables, exp.mesh)
                             for split in ("bank", "eval"))
         bank_x, eval_x = bank.features, eval_split.features
         record.update(num_train=len(bank), num_eval=len(eval_split),
@@ -119,7 +118,7 @@ def evaluate_workdir(workdir: str, protocols=("knn", "linear"), step: int | None
         record["linear"] = linear_probe(bank_x, bank.labels, eval_x, eval_split.labels,
                                         bank.num_classes, **(probe_options or {}))
     if "simsiam_linear" in protocols:
-        record["simsiam_linear"] = lincls.simsiam_linear(exp, variables, eval_res, image_size,
+        record["simsiam_linear"] = lincls.simsiam_linear(exp, variables, eval_res,
                                                          **(lincls_options or {}))
     if write and jax.process_index() == 0:
         append_eval_record(workdir, record)

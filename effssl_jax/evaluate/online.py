@@ -12,12 +12,12 @@ from effssl_jax.evaluate.knn import knn_accuracy
 
 
 class OnlineKnn:
-    def __init__(self, exp, bank, eval_split, resolution: int):
+    def __init__(self, exp, bank, eval_split):
         c = exp.config.eval
         self.settings = dict(k=c.knn_k, temperature=c.knn_temperature)
         self.mesh, self.batch_size = exp.mesh, c.batch_size
         self.bank, self.eval_split = bank, eval_split
-        fn = make_feature_fn(exp.method.net, exp.mesh, resolution, c.crop_fraction, exp.dtype)
+        fn = make_feature_fn(exp.method.net, exp.mesh, exp.dtype)
         batch = max(c.batch_size // exp.mesh.devices.size, 1) * exp.mesh.devices.size
         size = bank.images.shape[1]
         lowered = fn.lower(exp.abstract_variables,
