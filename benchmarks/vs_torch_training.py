@@ -1,44 +1,72 @@
-"""The same SSL recipe trained by this library and by a PyTorch peer, side by side.
+"""The same SSL recipe trained by this library and by PyTorch, each on its own input pipeline.
 
     python benchmarks/vs_torch_training.py --method simclr --framework jax --seed 0
-    python benchmarks/vs_torch_training.py --method simclr --framework torch --seed 0
+    python benchmarks/vs_torch_training.py --method simclr --framework torch --seed 0 --workers 8
     ...                                                    (simsiam; seeds 0 and 1)
     python benchmarks/vs_torch_training.py --table > results/vs_torch_training/README.md
 
-Both sides train on the shared Imagenette (../shared/data/imagenette2-160) at 64 px with one
-recipe, `recipe(method, seed, epochs)`, that each side reads its settings from:
-- the same uint8 batches in the same order: the PyTorch side iterates the library's own loader
-  (images decoded once at 64 px, `data/order.py`'s per-seed order), so the host resize before the
-  random crop is common to both and is not a difference between them;
-- torchvision ResNet-18 (ImageNet stem) against the library's ResNet-18 (torchvision's layout and
-  initialisation), the method's heads at the library's widths, its loss, and batch norm over each
-  view separately (the library forwards the two views one after the other, as the PyTorch
-  peer does);
-- torchvision v2 augmentations with the library's parameters (ViewConfig: crop scale, colour
-  jitter 0.4/0.4/0.4/0.1 at p 0.8, grayscale 0.2, blur p 0.5 with the kernel and sigma the
-  library uses at 64 px, flip), applied per image on the host; the library's run on the device;
-- SGD with momentum (PyTorch's update rule), weight decay on conv/linear kernels only, and the
-  per-step learning rate of the library's schedule;
-- the kNN monitor (k=200, T=0.1) on the same centre-cropped eval inputs, computed by the same
-  function on each side's features.
+Both sides train SimCLR or SimSiam on the same JPEG files (Imagenette: --data, by default
+../shared/data/imagenette2-160 beside the repository) at 64 px with one recipe,
+`recipe(method, seed, epochs)`, and each reads those files through its own standard pipeline (a
+comparison that shares one side's pipeline cannot see a difference of the input pipeline):
+- the library runs its own training loop, `train.run(config, workdir)` as launch.py does, and the
+  script reads WORKDIR/metrics.jsonl back: its loader keeps whole images in a canvas on the host
+  (data.loader=memory: each file decoded once), the device draws the method's views (its own
+  recipe, augment.recipe=method: methods/recipes.py), and its kNN monitor evaluates at every
+  epoch on its own evaluation crops (folder.CenterCrop). The library's loop rather than a loop in
+  this script: what is measured is then what a user runs, and the script has no copy of the
+  library's pipeline to keep in step with it;
+- PyTorch reads the files through torchvision.datasets.ImageFolder and a DataLoader (shuffled
+  by its own generator seeded with the run's seed, drop_last, --workers processes) with the
+  method's official transforms as its repository writes them (`simsiam_augmentation`,
+  `simclr_augmentation` below, with their sources), two views per image, and evaluates kNN on
+  ImageFolder with torchvision's Resize(round(64 / eval.crop_fraction) = 73) + CenterCrop(64).
+Common to both: torchvision's ResNet-18 layout (ImageNet stem) with each side's own torchvision
+initialisation, the method's heads at the library's widths, its loss, batch norm over each view
+separately; SGD with momentum (PyTorch's update rule), weight decay on conv/linear kernels only,
+the per-step learning rate of the library's schedule (plan.py); batch 128, drop_last; the kNN
+monitor (k 200, T 0.1) after every epoch and at initialisation on the same fixed subsets
+(eval.online_subset images, chosen as the library chooses them from the run's seed) of the train
+split (bank) and of the val split, computed by the library's knn_accuracy on each side's features.
+Known differences of the two recipes, which the comparison includes on purpose: the official
+blur's sigma is 0.1-2 pixels of the 64-px view (both SimCLR's and SimSiam's code draw it in
+pixels whatever the size), the library's 0.1-2 pixels of a 224-px view, 0.03-0.57 px at 64 px;
+SimSiam blurs with PIL's box-approximated Gaussian, the library with a true one; torchvision's
+PIL ops round to uint8 after each op, the library's stay in float; SimCLR flips before the
+colour ops (the library flips last, which commutes).
+
+Each run writes OUT/METHOD_LABEL_sSEED.json (LABEL: --label, default the framework; OUT:
+--out, default runs/vs_torch_training): the mean loss of each epoch, kNN top-1 at
+initialisation and after each epoch, train seconds per epoch (steps and loading, without the
+kNN). `--table` prints every LABEL of OUT as a column, per epoch, mean ± half the range over
+seeds, and each row's seed noise: the largest of its columns' half-ranges. The library
+before the whole-image pipeline (bdced92: images decoded once at 64 px) cannot run inside this
+script; run this script's library side at that commit under its own label instead:
+
+    git worktree add /tmp/old bdced92 && cp benchmarks/vs_torch_training.py /tmp/old/benchmarks/
+    (cd /tmp/old && python benchmarks/vs_torch_training.py --method simsiam --framework jax \\
+       --seed 0 --label jax-bdced92 --data /work/shared/data/imagenette2-160 \\
+       --out /work/main/runs/vs_torch_training)
+
+That commit has one augmentation for every method, SimSiam's: `recipe` then sets the method's
+crop scale, and SimCLR keeps SimSiam's colour jitter 0.4/0.4/0.4/0.1 there; its kNN crops are the
+central 56 px of the images decoded at 64 px, resized to 64 (centre_resize at crop_fraction 0.875).
+
+`--max-steps N` stops a run after N steps (the library trains one more, unlogged: its stop hook
+runs after a step), for smoke tests; a stopped run has no kNN after its part epoch.
 
 Where a gap comes from: `--first-step` (one step's loss and gradient on the same weights),
 `--same-weights-steps N [--float64]` (N of the library's train steps next to PyTorch's from the
-same weights on the same views), `--augment-stats` (statistics of both sides' views), and
-`--framework torch --views library|torchvision-float` (the PyTorch run on the library's views, or
-on torchvision v2 applied to float images, which does not round to uint8 after each op).
-
-Each run writes runs/vs_torch_training/METHOD_FRAMEWORK_sSEED.json (the mean loss of each quarter
-of an epoch, kNN after each epoch, train seconds per epoch); `--table` prints them side by side
-with the spread over seeds.
+same weights on the same views; both compare the library's views on purpose), and
+`--augment-stats` (statistics of both sides' views of the same files).
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import glob
 import json
 import os
+import random
 import sys
 import time
 
@@ -47,73 +75,184 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-IMAGENETTE = os.path.join(ROOT, "..", "shared", "data", "imagenette2-160")
+IMAGENETTE = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "imagenette2-160"))
 OUT = os.path.join(ROOT, "runs", "vs_torch_training")
+# The method's crop scale, for a library without per-method recipes (before augment.recipe).
+CROP_SCALE = {"simclr": (0.08, 1.0), "simsiam": (0.2, 1.0)}
 
 
-def recipe(method: str, seed: int, epochs: int):
+def recipe(method: str, seed: int, epochs: int, data: str = IMAGENETTE, knn_subset: int = 2000,
+           batch_size: int = 128):
     """The one config both sides read."""
     from effssl_jax.config_schema import default_config
     c = default_config()
     c.name, c.method, c.seed = f"vs_torch_{method}", method, seed
-    c.dataset = f"folder:{IMAGENETTE}"
+    c.dataset = f"folder:{data}"
     c.data.loader = "memory"
     c.model.arch, c.model.width, c.model.cifar_stem = "resnet18", 64, False
     c.progressive.r_max = 64
-    c.batch_size, c.epochs = 128, epochs
+    c.batch_size, c.epochs = batch_size, epochs
     c.optim.schedule, c.optim.weight_decay = "cosine", 5e-4
     c.optim.lr = {"simclr": 0.3, "simsiam": 0.05}[method]
-    c.augment.recipe = "paper"  # SimSiam's augmentation for both methods, as results/ measured
+    if "recipe" in c.augment:
+        c.augment.recipe = "method"  # each method's own augmentation, as PyTorch's side has it
+    else:  # the library before per-method recipes (see the docstring)
+        c.augment.crop_scale = CROP_SCALE[method]
     c.simclr.update(proj_hidden=2048, proj_dim=128, temperature=0.2)
     c.simsiam.update(proj_dim=2048, proj_hidden=0, proj_layers=3, pred_hidden=512)
-    # kNN after every epoch on fixed 2000-image subsets of the bank (train) and eval splits, the
-    # same subsets on both sides (seeded by the run's seed), at a fifth of a full-split kNN's cost.
-    c.eval.update(every_epochs=1, knn_k=200, knn_temperature=0.1, crop_fraction=1.0,
-                  at_init=True, online_subset=2000)
+    # kNN at initialisation and after every epoch on fixed subsets of `knn_subset` images of the
+    # bank (train) and eval splits, the same images on both sides (seeded by the run's seed),
+    # each side cropping them with its own Resize(round(64 / 0.875)) + CenterCrop(64).
+    c.eval.update(every_epochs=1, knn_k=200, knn_temperature=0.1, crop_fraction=0.875,
+                  at_init=True, online_subset=knn_subset)
     c.log_every_steps, c.checkpoint_every_steps, c.progress_bar = 1, 10_000, False
     c.viewers.tensorboard = False
     return c
 
 
-POINTS = 4  # mean losses reported per epoch
+def data_root(config) -> str:
+    return config.dataset.split(":", 1)[1]
 
 
-def _binned(losses: list[float], steps_per_epoch: int) -> list[float]:
-    """The mean loss of each 1/POINTS of an epoch (steps in order, the last bin takes the rest)."""
-    edges = [round(i * steps_per_epoch / POINTS) for i in range(POINTS + 1)]
-    out = []
-    for e in range(0, len(losses), steps_per_epoch):
-        epoch = losses[e:e + steps_per_epoch]
-        out += [float(np.mean(epoch[a:b])) for a, b in zip(edges, edges[1:])]
-    return out
-
-
-def eval_epochs(config) -> list[int]:
-    every = int(config.eval.every_epochs)
-    return sorted({0, *range(every, config.epochs + 1, every), config.epochs})
+def knn_subset(n: int, limit: int, seed: int) -> np.ndarray | None:
+    """The sorted indices of the fixed subset of `limit` of n examples that the library's kNN
+    monitor uses (pipeline._subset), None for all of them."""
+    if not limit or limit >= n:
+        return None
+    return np.sort(np.random.default_rng([seed, 2]).choice(n, limit, replace=False))
 
 
 # ----------------------------------------------------------------------------------------------
 # The library's side: launch.py's train.run, read back from metrics.jsonl.
 # ----------------------------------------------------------------------------------------------
 
-def run_jax(config, workdir: str) -> dict:
+def run_jax(config, workdir: str, max_steps: int = 0) -> dict:
+    from effssl_jax import plan as plan_lib
     from effssl_jax import train
-    train.run(config, workdir)
+    from effssl_jax.data import pipeline
+    stop = (lambda record: record["step"] > max_steps) if max_steps else None
+    train.run(config, workdir, stop)
+    per_epoch = plan_lib.make_plan(config, pipeline.num_train_examples(config)).steps_per_epoch
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f]
-    steps = [r for r in records if "loss" in r]
-    per_epoch = max(r["step"] for r in steps) // config.epochs
-    loss = _binned([r["loss"] for r in sorted(steps, key=lambda r: r["step"])], per_epoch)
-    seconds = [float(sum(config.batch_size / r["images_per_sec"] for r in steps
-                         if (r["step"] - 1) // per_epoch == e)) for e in range(config.epochs)]
-    knn = {str(round(r["step"] / per_epoch)): r["knn_top1"] for r in records if "knn_top1" in r}
-    return {"loss": loss, "knn": knn, "seconds": seconds}
+    steps = sorted((r for r in records if "loss" in r), key=lambda r: r["step"])
+    epochs = range((len(steps) + per_epoch - 1) // per_epoch)
+    in_epoch = lambda e: [r for r in steps if (r["step"] - 1) // per_epoch == e]
+    return {"loss": [float(np.mean([r["loss"] for r in in_epoch(e)])) for e in epochs],
+            "knn": {str(round(r["step"] / per_epoch)): r["knn_top1"]
+                    for r in records if "knn_top1" in r},
+            "seconds": [float(sum(config.batch_size / r["images_per_sec"] for r in in_epoch(e)))
+                        for e in epochs],
+            "steps": len(steps), "steps_per_epoch": per_epoch}
 
 
 # ----------------------------------------------------------------------------------------------
-# The PyTorch peer.
+# The PyTorch side: ImageFolder + DataLoader with the method's official transforms.
 # ----------------------------------------------------------------------------------------------
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+class PILGaussianBlur:
+    """SimSiam's blur (facebookresearch/simsiam simsiam/loader.py, GaussianBlur, after SimCLR):
+    PIL's ImageFilter.GaussianBlur with radius (PIL's sigma) uniform in `sigma`, drawn from
+    Python's `random`."""
+
+    def __init__(self, sigma=(0.1, 2.0)):
+        self.sigma = sigma
+
+    def __call__(self, image):
+        from PIL import ImageFilter
+        return image.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
+
+
+class TwoCropsTransform:
+    """Two independent draws of one transform of an image (simsiam/loader.py's
+    TwoCropsTransform; SimCLR's two views likewise)."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, image):
+        return [self.transform(image), self.transform(image)]
+
+
+def simsiam_augmentation(size: int):
+    """SimSiam's augmentation as facebookresearch/simsiam main_simsiam.py writes it (the
+    `augmentation` list, "not strengthened" jitter), at `size` instead of 224."""
+    from torchvision import transforms
+    return transforms.Compose([
+        transforms.RandomResizedCrop(size, scale=(0.2, 1.)),
+        transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        transforms.RandomGrayscale(p=0.2),
+        transforms.RandomApply([PILGaussianBlur([.1, 2.])], p=0.5),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    ])
+
+
+def simclr_augmentation(size: int, s: float = 1.0):
+    """SimCLR's augmentation in torchvision. Its official code is TensorFlow
+    (google-research/simclr data_util.py); the paper (arXiv:2002.05709, Appendix A) writes the
+    colour distortion in torchvision, get_color_distortion(s): RandomApply(ColorJitter(0.8 s,
+    0.8 s, 0.8 s, 0.2 s), p=0.8) then RandomGrayscale(p=0.2), after a random crop of area
+    (0.08, 1) and aspect (3/4, 4/3) resized to the output and a horizontal flip
+    (data_util.preprocess_for_train's order), and blurs half of the images with sigma uniform in
+    [0.1, 2.0] pixels and "the kernel size set to be 10% of the image height/width"
+    (data_util.py: kernel_size = height // 10, of radius kernel_size // 2: 7 taps at 64 px)."""
+    from torchvision import transforms
+    kernel = 2 * (size // 10 // 2) + 1
+    return transforms.Compose([
+        transforms.RandomResizedCrop(size, scale=(0.08, 1.0)),
+        transforms.RandomHorizontalFlip(),
+        transforms.RandomApply([transforms.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)],
+                               p=0.8),
+        transforms.RandomGrayscale(p=0.2),
+        transforms.RandomApply([transforms.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5),
+        transforms.ToTensor(),
+        transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    ])
+
+
+OFFICIAL_AUGMENTATION = {"simclr": simclr_augmentation, "simsiam": simsiam_augmentation}
+
+
+def eval_transform(size: int, crop_fraction: float):
+    """torchvision's evaluation transform: Resize(round(size / crop_fraction)) + CenterCrop."""
+    from torchvision import transforms
+    return transforms.Compose([
+        transforms.Resize(round(size / crop_fraction)),
+        transforms.CenterCrop(size),
+        transforms.ToTensor(),
+        transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    ])
+
+
+def _workers(workers: int, persistent: bool = False) -> dict:
+    """A DataLoader's worker settings: `workers` processes, started by spawn, since JAX's threads
+    run in this process once the library's kNN has run and a fork could then deadlock."""
+    if not workers:
+        return {"num_workers": 0}
+    return {"num_workers": workers, "multiprocessing_context": "spawn",
+            "persistent_workers": persistent}
+
+
+def _torch_eval_split(config, split: str, size: int, workers: int):
+    """(images [N, 3, size, size], labels [N], number of classes) of the kNN monitor's fixed
+    subset of ROOT/split, through ImageFolder and eval_transform; decoded once per run."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets
+    data = datasets.ImageFolder(os.path.join(data_root(config), split),
+                                eval_transform(size, config.eval.crop_fraction))
+    classes = len(data.classes)
+    chosen = knn_subset(len(data), config.eval.online_subset, config.seed)
+    if chosen is not None:
+        data = Subset(data, chosen.tolist())
+    xs, ys = zip(*DataLoader(data, batch_size=config.eval.batch_size, **_workers(workers)))
+    return torch.cat(xs), torch.cat(ys).numpy(), classes
+
 
 def _torch_nets(config):
     import torch
@@ -149,71 +288,26 @@ def _torch_loss(config, out_a, out_b):
     import torch.nn.functional as F
     if config.method == "simclr":  # methods/simclr.py nt_xent: mean over the 2B anchors
         z = F.normalize(torch.cat([out_a["proj"], out_b["proj"]]), dim=1)
-        b = out_a["proj"].shape[0]
+        b, device = out_a["proj"].shape[0], z.device
         logits = z @ z.T / config.simclr.temperature
-        logits = logits.masked_fill(torch.eye(2 * b, dtype=torch.bool), float("-inf"))
-        target = torch.cat([torch.arange(b, 2 * b), torch.arange(b)])
+        logits = logits.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=device),
+                                    float("-inf"))
+        target = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(device)
         return F.cross_entropy(logits, target)
     d = lambda p, z: -(F.normalize(p, dim=1) * F.normalize(z.detach(), dim=1)).sum(1).mean()
     return 0.5 * (d(out_a["pred"], out_b["proj"]) + d(out_b["pred"], out_a["proj"]))
 
 
-def _torch_augment(config, size: int):
-    """torchvision v2 with augment.ViewConfig's parameters at the library's standard magnitude."""
+def _torch_features(nets, images, batch_size: int) -> np.ndarray:
+    """Eval-mode backbone features of normalised images [N, 3, H, W], L2-normalised."""
     import torch
-    from torchvision.transforms import v2
-
-    from effssl_jax import augment, methods
-    v = methods.view_configs(config)[0]  # both views alike (SimCLR, SimSiam)
-    sigma = tuple(s * size / 224 for s in v.blur_sigma)  # as augment_image rescales it
-    return v2.Compose([
-        v2.RandomResizedCrop(size, scale=v.crop_scale, ratio=v.crop_ratio, antialias=True),
-        v2.RandomApply([v2.ColorJitter(v.brightness, v.contrast, v.saturation, v.hue)],
-                       p=v.jitter_prob),
-        v2.RandomGrayscale(p=v.gray_prob),
-        v2.RandomApply([v2.GaussianBlur(augment.blur_kernel_size(size), sigma=sigma)],
-                       p=v.blur_prob),
-        v2.RandomHorizontalFlip(p=v.flip_prob),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(augment.IMAGENET_MEAN, augment.IMAGENET_STD),
-    ])
-
-
-def _library_views(config, size: int):
-    """(step, uint8 batch) -> the library's two normalised views [2, B, size, size, 3], with
-    the method's view configs and a key per step from config.seed."""
-    import jax
-    import jax.numpy as jnp
-
-    from effssl_jax import augment, experiment
-    view_configs = experiment.build_method(config, jnp.float32, 1, 1).view_configs
-    render = jax.jit(lambda rng, x: augment.render_views(rng, x, augment.STANDARD_MAGNITUDE,
-                                                         size, view_configs, 2, jnp.float32))
-    key = jax.random.key(config.seed)
-    return lambda step, batch: render(jax.random.fold_in(key, step), jnp.asarray(batch))
-
-
-@functools.lru_cache
-def _eval_transform(size: int, crop_fraction: float):
-    """The library's eval transform (centre_resize + normalize), jitted once per setting."""
-    import jax
-
-    from effssl_jax import augment
-    return jax.jit(lambda x: augment.normalize(augment.center_resize(x, size, crop_fraction)))
-
-
-def _torch_features(nets, images: np.ndarray, config, size: int) -> np.ndarray:
-    """Eval-mode backbone features of the library's eval transform (centre_resize + normalize),
-    L2-normalised."""
-    import torch
-    prep = _eval_transform(size, config.eval.crop_fraction)
+    device = next(nets.parameters()).device
     nets.eval()
     out = []
     with torch.no_grad():
-        for i in range(0, len(images), config.eval.batch_size):
-            x = np.asarray(prep(images[i:i + config.eval.batch_size]))
-            f = nets["backbone"](torch.from_numpy(x).permute(0, 3, 1, 2).contiguous())
-            out.append(torch.nn.functional.normalize(f, dim=1).numpy())
+        for i in range(0, len(images), batch_size):
+            f = nets["backbone"](images[i:i + batch_size].to(device))
+            out.append(torch.nn.functional.normalize(f, dim=1).cpu().numpy())
     nets.train()
     return np.concatenate(out)
 
@@ -248,63 +342,68 @@ def _torch_step(config, nets, opt, views, lr, momentum) -> float:
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return float(loss)
+    return loss.item()
 
 
-def run_torch(config, threads: int, views: str = "torchvision") -> dict:
-    """The PyTorch peer's run. views='library': it trains on the library's views (the on-device
-    augmentations, rendered per step as the library's step does) instead of torchvision v2's,
-    to tell a difference of the augmentations from one of the training; 'torchvision-float':
-    torchvision v2 on float images, so that no op rounds to uint8 as it does on uint8 input."""
+def run_torch(config, threads: int, workers: int, max_steps: int = 0) -> dict:
+    """The PyTorch side's run (on the GPU if there is one): ImageFolder + DataLoader with the
+    method's official transforms, kNN at initialisation and after every epoch."""
     import torch
+    from torch.utils.data import DataLoader
+    from torchvision import datasets
 
     from effssl_jax import plan as plan_lib
-    from effssl_jax.data import pipeline
     from effssl_jax.evaluate.knn import knn_accuracy
 
+    random.seed(config.seed)  # PILGaussianBlur's draws in this process (workers seed their own)
     torch.manual_seed(config.seed)
     torch.set_num_threads(threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size = config.progressive.r_max
-    train, bank, eval_split = pipeline.open_run_data(config, size)
-    plan = plan_lib.make_plan(config, len(train))
-    loader = pipeline.make_loader(config, train, plan, mesh=None)
-    nets = _torch_nets(config)
+    train_set = datasets.ImageFolder(
+        os.path.join(data_root(config), "train"),
+        TwoCropsTransform(OFFICIAL_AUGMENTATION[config.method](size)))
+    loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True,
+                        pin_memory=device.type == "cuda", drop_last=True,
+                        generator=torch.Generator().manual_seed(config.seed),
+                        **_workers(workers, persistent=True))
+    plan = plan_lib.make_plan(config, len(train_set))
+    assert len(loader) == plan.steps_per_epoch, (len(loader), plan.steps_per_epoch)
+    bank = _torch_eval_split(config, "train", size, workers)
+    queries = _torch_eval_split(config, "val", size, workers)
+    nets = _torch_nets(config).to(device)
     opt = _torch_sgd(config, nets)
-    augment = _torch_augment(config, size)
-    render = _library_views(config, size) if views == "library" else None
-    when = set(eval_epochs(config))
 
-    def knn():
-        return knn_accuracy(_torch_features(nets, bank.images, config, size), bank.labels,
-                            _torch_features(nets, eval_split.images, config, size),
-                            eval_split.labels, k=config.eval.knn_k,
-                            temperature=config.eval.knn_temperature,
-                            num_classes=bank.num_classes)
+    def knn(epoch: int) -> float:
+        top1 = knn_accuracy(_torch_features(nets, bank[0], config.eval.batch_size), bank[1],
+                            _torch_features(nets, queries[0], config.eval.batch_size),
+                            queries[1], k=config.eval.knn_k,
+                            temperature=config.eval.knn_temperature, num_classes=bank[2])
+        print(f"epoch {epoch}: kNN top-1 {100 * top1:.2f}%", flush=True)
+        return top1
 
-    result = {"loss": [], "knn": {"0": knn()} if 0 in when else {}, "seconds": []}
-    losses, t0 = [], time.perf_counter()
-    for step, batch in loader:
-        if render is not None:
-            pair = torch.from_numpy(np.asarray(render(step, batch))).permute(0, 1, 4, 2, 3)
-            pair = list(pair.contiguous())
-        else:
-            x = torch.from_numpy(np.asarray(batch)).permute(0, 3, 1, 2)
-            if views == "torchvision-float":
-                x = x.float() / 255
-            pair = [torch.stack([augment(im) for im in x]) for _ in range(2)]
-        losses.append(_torch_step(config, nets, opt, pair, plan.lr(step), plan.momentum(step)))
-        if (step + 1) % plan.steps_per_epoch == 0:
-            epoch = (step + 1) // plan.steps_per_epoch
-            result["seconds"].append(time.perf_counter() - t0)
-            result["loss"] += _binned(losses, plan.steps_per_epoch)
-            print(f"epoch {epoch}: loss {np.mean(losses):.4f}, "
-                  f"{result['seconds'][-1]:.0f} s", flush=True)
-            if epoch in when:
-                result["knn"][str(epoch)] = knn()
-                print(f"epoch {epoch}: kNN top-1 {100 * result['knn'][str(epoch)]:.2f}%",
-                      flush=True)
-            losses, t0 = [], time.perf_counter()
-    return result
+    total = min(plan.total_steps, max_steps or plan.total_steps)
+    result = {"loss": [], "knn": {"0": knn(0)} if config.eval.at_init else {}, "seconds": []}
+    step = 0
+    for epoch in range(1, config.epochs + 1):
+        losses, t0 = [], time.perf_counter()
+        for (view_a, view_b), _ in loader:
+            views = [v.to(device, non_blocking=True) for v in (view_a, view_b)]
+            losses.append(_torch_step(config, nets, opt, views, plan.lr(step),
+                                      plan.momentum(step)))
+            step += 1
+            if step == total:
+                break
+        result["seconds"].append(time.perf_counter() - t0)
+        result["loss"].append(float(np.mean(losses)))
+        print(f"epoch {epoch}: loss {result['loss'][-1]:.4f} ({len(losses)} steps), "
+              f"{result['seconds'][-1]:.0f} s", flush=True)
+        if step < epoch * plan.steps_per_epoch:
+            break  # stopped by --max-steps: no kNN after a part epoch
+        result["knn"][str(epoch)] = knn(epoch)
+        if step == total:
+            break
+    return {**result, "steps": step, "steps_per_epoch": plan.steps_per_epoch}
 
 
 def _torch_into_flax(nets):
@@ -334,10 +433,23 @@ def _torch_into_flax(nets):
 
 
 # ----------------------------------------------------------------------------------------------
-# Where a gap starts: the first step on the same views.
+# Where a gap starts: the same weights on the same views (the library's, on purpose).
 # ----------------------------------------------------------------------------------------------
 
-def first_step(method: str, seeds=(0, 1, 2)) -> str:
+def _library_images(config, count: int):
+    """A fixed subset of `count` train images (knn_subset's, from config.seed) as the library's
+    loader keeps them: whole, in a canvas at its host size (canvas.Images of device arrays)."""
+    import jax
+    import jax.numpy as jnp
+
+    from effssl_jax import experiment, methods
+    from effssl_jax.data import folder, pipeline
+    size = experiment.host_size(config, methods.view_configs(config), config.progressive.r_max)
+    data = pipeline.load_split(config, "train", folder.WholeImage(size), limit=count)
+    return jax.tree.map(jnp.asarray, data.canvas())
+
+
+def first_step(method: str, data: str = IMAGENETTE, seeds=(0, 1, 2)) -> str:
     """The loss and gradient norm of the first step on one batch's two views (the library's
     augmentations, shared by both sides), from each side's own initialisation (three seeds) and
     from the same weights (torchvision's initialisation copied into the library's network)."""
@@ -347,12 +459,11 @@ def first_step(method: str, seeds=(0, 1, 2)) -> str:
     import torch
 
     from effssl_jax import augment, experiment
-    from effssl_jax.data import pipeline
-    config = recipe(method, 0, 1)
+    config = recipe(method, 0, 1, data)
     size = config.progressive.r_max
-    images = pipeline.load_split(config, "train", size, limit=config.batch_size).images
+    images = _library_images(config, config.batch_size)
     net_method = experiment.build_method(config, jnp.float32, 1, 1)
-    views = augment.render_views(jax.random.key(0), jnp.asarray(images), 5.0, size,
+    views = augment.render_views(jax.random.key(0), images, augment.STANDARD_MAGNITUDE, size,
                                  net_method.view_configs, 2, jnp.float32)
 
     def loss(params, batch_stats):
@@ -367,7 +478,7 @@ def first_step(method: str, seeds=(0, 1, 2)) -> str:
         return float(value), float(optax.tree.norm(grads))
 
     def torch_loss_grad(nets):
-        x = torch.from_numpy(np.asarray(views)).permute(0, 1, 4, 2, 3)
+        x = torch.from_numpy(np.array(views)).permute(0, 1, 4, 2, 3)
         loss = _torch_forward_loss(config, nets, x)
         nets.zero_grad()
         loss.backward()
@@ -389,7 +500,8 @@ def first_step(method: str, seeds=(0, 1, 2)) -> str:
     return "\n".join(lines)
 
 
-def same_weights_steps(method: str, steps: int = 5, seed: int = 0, float64: bool = False) -> str:
+def same_weights_steps(method: str, steps: int = 5, seed: int = 0, float64: bool = False,
+                       data: str = IMAGENETTE) -> str:
     """Whether the gap builds up in the update: `steps` steps of the library's own train step
     (step.py: its optimizer, weight decay, BN updates) and of the PyTorch peer, from the same
     weights (torchvision's initialisation) on the same views (the ones the library's step
@@ -403,17 +515,15 @@ def same_weights_steps(method: str, steps: int = 5, seed: int = 0, float64: bool
     import torch
 
     from effssl_jax import augment, experiment
-    from effssl_jax.data import pipeline
     from effssl_jax.step import data_mesh
-    config = recipe(method, seed, 1)
+    config = recipe(method, seed, 1, data)
     if float64:
         config.dtype = "float64"
         experiment.enable_dtype("float64")
         torch.set_default_dtype(torch.float64)
     dtype = experiment.compute_dtype(config.dtype)
     size = config.progressive.r_max
-    images = jnp.asarray(pipeline.load_split(config, "train", size,
-                                             limit=config.batch_size).images)
+    images = _library_images(config, config.batch_size)
     exp = experiment.build(config, 9469, data_mesh(jax.devices()[:1]), dtype)
     torch.manual_seed(seed)
     nets = _torch_nets(config)
@@ -423,7 +533,7 @@ def same_weights_steps(method: str, steps: int = 5, seed: int = 0, float64: bool
     state = exp.init(jax.random.key(seed))
     state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"],
                           opt_state=exp.tx.init(variables["params"]))
-    step = jax.jit(exp.step_fn(exp.spec(size, images.shape[1])))
+    step = jax.jit(exp.step_fn(exp.spec(size, images.canvas)))
     render = jax.jit(lambda rng: augment.render_views(rng, images, 5.0, size,
                                                       exp.method.view_configs, 2, dtype))
     lines = [f"{method}: {steps} steps from the same weights on the same views (batch "
@@ -431,7 +541,7 @@ def same_weights_steps(method: str, steps: int = 5, seed: int = 0, float64: bool
              "| step | loss, library | loss, PyTorch | weights: |library - PyTorch| / |PyTorch| |",
              "|---|---|---|---|"]
     for t in range(steps):
-        views = np.asarray(render(jax.random.fold_in(state.rng, state.step)))
+        views = np.array(render(jax.random.fold_in(state.rng, state.step)))
         state, metrics = step(state, images, jnp.asarray(5.0, dtype))
         x = torch.from_numpy(views).permute(0, 1, 4, 2, 3).contiguous()
         theirs = _torch_step(config, nets, opt, list(x), exp.plan.lr(t), exp.plan.momentum(t))
@@ -466,95 +576,108 @@ def view_statistics(images: np.ndarray) -> dict:
     return out
 
 
-def augment_statistics(method: str, count: int = 1024) -> str:
-    """view_statistics of the library's views and of the PyTorch peer's (torchvision v2 on the
-    same uint8 host images), mean ± standard error over `count` images."""
+def augment_statistics(method: str, count: int = 1024, data: str = IMAGENETTE) -> str:
+    """view_statistics of the two sides' views of the same `count` train files: the library's
+    (its whole images in a canvas, its on-device views) and PyTorch's (the method's official
+    transforms on ImageFolder's PIL images), mean ± standard error."""
     import jax
-    import jax.numpy as jnp
     import torch
+    from torch.utils.data import Subset
+    from torchvision import datasets, transforms
 
-    from effssl_jax import augment, experiment
-    from effssl_jax.data import pipeline
-    config = recipe(method, 0, 1)
+    from effssl_jax import augment, methods
+    config = recipe(method, 0, 1, data)
     size = config.progressive.r_max
-    images = pipeline.load_split(config, "train", size, limit=count).images
-    views_config = experiment.build_method(config, jnp.float32, 1, 1).view_configs
-    render = jax.jit(lambda key, x: jnp.stack([
-        augment.augment_batch(jax.random.fold_in(key, v), x, size, 5.0, views_config[v])
-        for v in range(2)]))
+    images = _library_images(config, count)
+    render = jax.jit(lambda key, x: jax.numpy.stack([
+        augment.augment_batch(jax.random.fold_in(key, v), x, size, augment.STANDARD_MAGNITUDE,
+                              methods.view_configs(config)[v]) for v in range(2)]))
     ours = np.concatenate([np.asarray(render(jax.random.key(i), images[i:i + 128]))
                            for i in range(0, count, 128)], axis=1)
+    random.seed(0)
     torch.manual_seed(0)
-    tv = _torch_augment(config, size).transforms[:-1]  # without Normalize
-    x = torch.from_numpy(images).permute(0, 3, 1, 2)
-    theirs = np.stack([np.stack([torchvision_compose(tv)(im).permute(1, 2, 0).numpy()
-                                 for im in x]) for _ in range(2)])
+    official = OFFICIAL_AUGMENTATION[method](size).transforms
+    assert isinstance(official[-1], transforms.Normalize)
+    files = datasets.ImageFolder(os.path.join(data, "train"),
+                                 TwoCropsTransform(transforms.Compose(official[:-1])))
+    chosen = knn_subset(len(files), count, config.seed)
+    files = files if chosen is None else Subset(files, chosen.tolist())
+    theirs = np.stack([np.stack([v.permute(1, 2, 0).numpy() for v in files[i][0]])
+                       for i in range(len(files))], axis=1)
     a, b = view_statistics(ours), view_statistics(theirs)
-    lines = [f"{method} views, {count} Imagenette train images at {size} px: mean ± s.e.",
-             "| statistic | library | torchvision v2 |", "|---|---|---|"]
+    lines = [f"{method} views of {count} train files at {size} px: mean ± s.e.",
+             "| statistic | library | PyTorch (official transforms) |", "|---|---|---|"]
     lines += [f"| {k} | {a[k][0]:.4f} ± {a[k][1]:.4f} | {b[k][0]:.4f} ± {b[k][1]:.4f} |"
               for k in a]
     return "\n".join(lines)
-
-
-def torchvision_compose(transforms):
-    from torchvision.transforms import v2
-    return v2.Compose(transforms)
 
 
 # ----------------------------------------------------------------------------------------------
 # The table.
 # ----------------------------------------------------------------------------------------------
 
-def _mean_spread(values):
-    values = [v for v in values if v is not None]
+def _half_range(values) -> float | None:
+    return float(np.ptp(values)) / 2 if len(values) > 1 else None
+
+
+def _cell(values, digits: int) -> str:
     if not values:
         return "–"
     if len(values) == 1:
-        return f"{values[0]:.4g}"
-    return f"{np.mean(values):.4g} ± {np.ptp(values) / 2:.2g}"
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {_half_range(values):.{digits}f}"
 
 
-def _side(run: dict) -> str:
-    views = run.get("views", "torchvision")
-    return run["framework"] + ("" if views == "torchvision" else f" ({views} views)")
+def _noise(columns, digits: int) -> str:
+    spreads = [h for h in map(_half_range, columns) if h is not None]
+    return f"{max(spreads):.{digits}f}" if spreads else "–"
 
 
-def table(out: str) -> str:
+def _runs(out: str) -> dict:
+    """{method: {label: [run, ...]}} of the runs in `out` (files of this version of the script:
+    those with a label)."""
     runs = {}
     for path in sorted(glob.glob(os.path.join(out, "*.json"))):
         with open(path) as f:
-            r = json.load(f)
-        runs.setdefault(r["method"], {}).setdefault(_side(r), []).append(r)
+            run = json.load(f)
+        if "label" in run:
+            runs.setdefault(run["method"], {}).setdefault(run["label"], []).append(run)
+    return runs
+
+
+def _order(label: str):
+    return (label != "jax", label != "torch", label)
+
+
+def table(out: str) -> str:
+    """Per method and epoch, each label's loss (the epoch's mean) and kNN top-1, mean ± half the
+    range over its seeds, and the row's seed noise: the largest half-range of its columns."""
     lines = []
-    for method in sorted(runs):
-        names = sorted(runs[method], key=lambda n: (n != "jax", n))  # jax, torch, torch (...)
-        sides = [runs[method][n] for n in names]
-        points = max(len(r["loss"]) for rs in sides for r in rs)
-        columns = [f"{what}, {n}" for what in ("loss", "kNN top-1 %", "train s/epoch")
-                   for n in names]
+    for method, by_label in sorted(_runs(out).items()):
+        labels = sorted(by_label, key=_order)
+        sides = [by_label[n] for n in labels]
+
+        def seeds(rs):
+            done = [f"s{r['seed']}" + ("" if r["steps"] == r["epochs"] * r["steps_per_epoch"]
+                                       else f" ({r['steps']} steps)") for r in rs]
+            return ", ".join(sorted(done))
         lines += [f"## {method}", "",
-                  "seeds: " + ", ".join(f"{n} {sorted(r['seed'] for r in rs)}"
-                                        for n, rs in zip(names, sides))
-                  + "; mean ± half the range over seeds", "",
-                  "| epoch | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-        for i in range(points + 1):
-            epoch = i / POINTS
-            whole = epoch == int(epoch)
-
-            def loss(rs):
-                return _mean_spread([r["loss"][i - 1] for r in rs if 0 < i <= len(r["loss"])])
-
-            def knn(rs):
-                return _mean_spread([100 * r["knn"][str(int(epoch))] for r in rs
-                                     if whole and str(int(epoch)) in r["knn"]])
-
-            def seconds(rs):
-                return _mean_spread([r["seconds"][int(epoch) - 1] for r in rs
-                                     if whole and 0 < epoch <= len(r["seconds"])])
-            cells = [f(rs) for f in (loss, knn, seconds) for rs in sides]
-            lines.append(f"| {epoch:g} | " + " | ".join(cells) + " |")
-        lines.append("")
+                  "; ".join(f"{n}: {seeds(rs)}" for n, rs in zip(labels, sides)), "",
+                  "mean ± half the range over seeds; noise: the largest half-range of the row's "
+                  "columns", ""]
+        columns = ([f"loss, {n}" for n in labels] + ["loss noise"]
+                   + [f"kNN top-1 %, {n}" for n in labels] + ["kNN noise"])
+        lines += ["| epoch | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        epochs = max(len(r["loss"]) for rs in sides for r in rs)
+        for e in range(epochs + 1):
+            loss = [[r["loss"][e - 1] for r in rs if 0 < e <= len(r["loss"])] for rs in sides]
+            knn = [[100 * r["knn"][str(e)] for r in rs if str(e) in r["knn"]] for rs in sides]
+            cells = ([_cell(v, 4) for v in loss] + [_noise(loss, 4)]
+                     + [_cell(v, 2) for v in knn] + [_noise(knn, 2)])
+            lines.append(f"| {e} | " + " | ".join(cells) + " |")
+        lines += ["", "train seconds per epoch (mean over epochs and seeds): " + ", ".join(
+            f"{n} {np.mean([s for r in rs for s in r['seconds']]):.1f}"
+            for n, rs in zip(labels, sides)), ""]
     return "\n".join(lines)
 
 
@@ -564,10 +687,17 @@ def main():
     p.add_argument("--framework", choices=("jax", "torch"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--views", choices=("torchvision", "torchvision-float", "library"),
-                   default="torchvision", help="the PyTorch side's augmentations (library: the "
-                   "library's own views; torchvision-float: v2 on float images)")
+    p.add_argument("--label", help="the run's name in its file and in --table (default: "
+                   "--framework); e.g. the library at another commit")
+    p.add_argument("--data", default=IMAGENETTE, help="the image folder (train/, val/)")
+    p.add_argument("--batch-size", type=int, default=128, help="other than 128: smoke tests")
+    p.add_argument("--max-steps", type=int, default=0, metavar="N",
+                   help="stop after N steps (smoke tests)")
+    p.add_argument("--knn-subset", type=int, default=2000, metavar="N",
+                   help="images of each kNN split (bank: train, queries: val); 0: all")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch's threads")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="PyTorch's DataLoader processes")
     p.add_argument("--out", default=OUT)
     p.add_argument("--table", action="store_true", help="print the table of the runs in --out")
     p.add_argument("--same-weights-steps", type=int, metavar="N",
@@ -583,34 +713,33 @@ def main():
         return
     if args.same_weights_steps:
         print(same_weights_steps(args.method or "simsiam", args.same_weights_steps, args.seed,
-                                 args.float64))
+                                 args.float64, args.data))
         return
     if args.augment_stats:
-        print(augment_statistics(args.method or "simsiam"))
+        print(augment_statistics(args.method or "simsiam", data=args.data))
         return
     if args.first_step:
-        print(first_step(args.method or "simclr"))
+        print(first_step(args.method or "simclr", args.data))
         return
     if not (args.method and args.framework):
         p.error("--method and --framework (or --table)")
-    config = recipe(args.method, args.seed, args.epochs)
-    name = f"{args.method}_{args.framework}_s{args.seed}"
-    if args.views != "torchvision":
-        if args.framework != "torch":
-            p.error("--views is for --framework torch")
-        name = f"{args.method}_torch-{args.views}_s{args.seed}"
+    config = recipe(args.method, args.seed, args.epochs, args.data, args.knn_subset,
+                    args.batch_size)
+    label = args.label or args.framework
+    name = f"{args.method}_{label}_s{args.seed}"
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
     if args.framework == "jax":
-        result = run_jax(config, os.path.join(args.out, name))
+        result = run_jax(config, os.path.join(args.out, name), args.max_steps)
     else:
-        result = run_torch(config, args.threads, args.views)
-    result.update(method=args.method, framework=args.framework, views=args.views, seed=args.seed,
+        result = run_torch(config, args.threads, args.workers, args.max_steps)
+    result.update(method=args.method, framework=args.framework, label=label, seed=args.seed,
                   epochs=args.epochs, wall_s=round(time.perf_counter() - t0, 1),
-                  batch_size=config.batch_size, lr=config.optim.lr, resolution=64)
+                  batch_size=config.batch_size, lr=config.optim.lr,
+                  resolution=config.progressive.r_max, knn_subset=args.knn_subset)
     with open(os.path.join(args.out, name + ".json"), "w") as f:
         json.dump(result, f, indent=1)
-    print(json.dumps({k: result[k] for k in ("loss", "knn", "seconds")}), flush=True)
+    print(json.dumps({k: result[k] for k in ("loss", "knn", "seconds", "steps")}), flush=True)
 
 
 if __name__ == "__main__":
