@@ -52,7 +52,8 @@ def uninterrupted(tmp_path_factory, worker_id):
     stdout = (full / "stdout.txt").read_text()
     # Each phase that can take a while is announced, then timed (the first step's compile may
     # already be done when the loop asks for it, so its line is not asserted).
-    for phase in ("opening the data (synthetic, decoded at 16 px)",
+    for phase in ("opening the data (synthetic: whole images, shorter side up to 42 px; "
+                  "evaluation crops at 16 px)",
                   "building the model and counting the plan's cost", "compiling the kNN monitor",
                   "kNN at initialisation (256 bank, 64 query images)"):
         assert re.search(rf"^{re.escape(phase)} \.\.\.\n(.*\n)*{re.escape(phase)}: [0-9.]+ s$",
