@@ -1,14 +1,15 @@
 """Hard Augment (Sec. 3.3): of n views per image, train only the hardest pair.
 
-1. The n views are rendered at a low resolution r_sel and passed through the online (and target)
-   networks without gradients.
-2. Every one of the C(n, 2) pairs is scored with the method's own per-sample loss (a `jax.vmap`
-   over the pair index); per sample, the pair with the largest loss is chosen.
-3. Only that pair is rendered again at the step's full resolution, from the same random crop,
-   jitter and flip (`render_selected`), and trained.
+1. The n views are rendered at the step's resolution r, as training renders them, and then
+   interpolated down to r_sel (Algorithm 1): each scored view is its trained view, downsampled.
+2. The small views pass through the online (and target) networks without gradients, and every one
+   of the C(n, 2) pairs is scored with the method's own per-sample loss (a `jax.vmap` over the
+   pair index); per sample, the pair with the largest loss is chosen.
+3. That pair, already rendered at r, is trained.
 4. Optionally (Table 9) the unselected low-resolution views act as extra targets.
 
-Its cost relative to a training step is eq. 11 (`speed_factor`).
+Its cost relative to a training step is eq. 11 (`speed_factor`); rendering n views at r instead of
+two adds the augmentation's cost, which eq. 11 leaves out and XLA's FLOP count includes.
 """
 from __future__ import annotations
 
@@ -59,25 +60,19 @@ def gather_views(views, index):
     return views[index, jnp.arange(views.shape[1])]
 
 
-def render_selected(rng, images, magnitude, size: int, view_configs, n: int, dtype, index):
-    """augment.render_views(...)[index[i], i] for every sample i, rendering only that view:
-    [B, size, size, 3]. The n views are scored at r_sel; only the chosen ones are rendered
-    again at full size, with the keys the scoring pass used."""
-    batch = len(images)
-    keys = jnp.stack([augment.view_keys(jax.random.fold_in(rng, v), batch) for v in range(n)])
-    keys = keys[index, jnp.arange(batch)]
-    x = augment.augment_with_keys(keys, images, size, magnitude, view_configs[0])
-    if view_configs[1] != view_configs[0]:  # asymmetric views (BYOL, DINO): odd views differ
-        odd = augment.augment_with_keys(keys, images, size, magnitude, view_configs[1])
-        x = jnp.where((index % 2 == 1)[:, None, None, None], odd, x)
-    return augment.normalize(x).astype(dtype)
+def downsample(views, size: int):
+    """Views [..., r, r, C] resized to [..., size, size, C] with torchvision's antialiased
+    bilinear resize (augment.resize_weights): Algorithm 1's interpolation to r_sel."""
+    r = views.shape[-2]
+    weights = augment.resize_weights(0, r, size, r).astype(views.dtype)
+    return jnp.einsum("ih,...hwc,jw->...ijc", weights, views, weights)
 
 
 class Selection(flax.struct.PyTreeNode):
     """What the selection pass hands to the train step."""
     pair: jax.Array  # [2, B, r, r, 3]: the hardest pair of each sample at full resolution
     stats: dict  # ha_selected_loss, ha_mean_loss (logged)
-    online: Any  # online outputs of the n low-resolution views [n, B, ...] (constants)
+    online: Any  # online outputs of the n views downsampled to r_sel [n, B, ...] (constants)
     target: Any  # target outputs of the same, or None
     unselected: jax.Array  # [n, B] bool: the views not in the chosen pair
 
@@ -88,22 +83,20 @@ def select(rng, images, magnitude, online_fn: Callable, target_fn: Callable | No
     """The selection pass. online_fn / target_fn (None without a target network) map a view batch
     to network outputs; loss_fn(online_a, online_b, target_a, target_b) -> [B] is the method's
     per-sample pair loss. Nothing here is differentiated."""
-    small = augment.render_views(rng, images, magnitude, r_sel, view_configs, num_views, dtype)
+    views = augment.render_views(rng, images, magnitude, resolution, view_configs, num_views,
+                                 dtype)
+    small = views if r_sel == resolution else downsample(views, r_sel)
     online = jax.vmap(online_fn)(small)
     target = None if target_fn is None else jax.vmap(target_fn)(small)
     losses = jax.lax.stop_gradient(pair_losses(loss_fn, online, target, num_views))  # [P, B]
     a, b = hardest_pairs(losses, num_views)
-    if r_sel == resolution:
-        pair = jnp.stack([gather_views(small, index) for index in (a, b)])
-    else:
-        pair = jnp.stack([render_selected(rng, images, magnitude, resolution, view_configs,
-                                          num_views, dtype, index) for index in (a, b)])
-    views = jnp.arange(num_views)[:, None]
+    pair = jnp.stack([gather_views(views, index) for index in (a, b)])
+    index = jnp.arange(num_views)[:, None]
     online, target = jax.lax.stop_gradient((online, target))
     return Selection(pair=pair, online=online, target=target,
                      stats={"ha_selected_loss": jnp.max(losses, 0).mean(),
                             "ha_mean_loss": losses.mean()},
-                     unselected=(views != a) & (views != b))
+                     unselected=(index != a) & (index != b))
 
 
 def extra_target_loss(loss_fn, out_a, out_b, target_a, target_b, selection: Selection):

@@ -1,13 +1,14 @@
 """Hard Augment selection: vmapped pair scoring equals an unrolled loop and a brute-force argmax;
-the selected views rendered at full size are the views that were scored."""
+the scored views are the trained views downsampled (Algorithm 1), for every method's recipe; the
+selection below the step's resolution and the extra targets against brute force."""
 import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from effssl_jax import augment, hard_augment
-from effssl_jax.methods import byol
 from effssl_jax.methods.base import negative_cosine
 
 
@@ -59,22 +60,84 @@ def test_gather_views():
         np.testing.assert_array_equal(picked[s], views[v, s])
 
 
-def test_selected_views_are_the_views_rendered_at_full_size():
-    """Rendering only the selected view of each sample gives exactly that view of all n rendered
-    at full size, also with BYOL's asymmetric view pair (odd views: other blur, solarisation);
-    the same keys at r_sel give the same crop at low resolution."""
-    images = np.random.default_rng(0).integers(0, 256, (6, 24, 24, 3), dtype=np.uint8)
-    configs = byol.asymmetric_views(augment.ViewConfig())
-    rng, n = jax.random.key(3), 4
-    index = jnp.array([0, 1, 2, 3, 1, 2])
-    # Jitted as in the step (eager, every op would compile a program of its own).
-    render = jax.jit(augment.render_views, static_argnums=(3, 4, 5, 6))
-    full = render(rng, images, 5.0, 16, configs, n, jnp.float32)
-    picked = jax.jit(hard_augment.render_selected, static_argnums=(3, 4, 5, 6))(
-        rng, images, 5.0, 16, configs, n, jnp.float32, index)
-    # Two programs fuse the float ops differently: equal to float32 rounding (a wrong view is O(1)).
-    np.testing.assert_allclose(picked, hard_augment.gather_views(full, index), atol=1e-5)
-    assert not np.allclose(picked, full[0])  # the index mattered
-    small = render(rng, images, 5.0, 8, configs, n, jnp.float32)
-    shrunk = jax.image.resize(full, small.shape, "linear", antialias=True)
-    assert np.abs(small - shrunk).mean() < 0.25 * np.abs(small - jnp.roll(shrunk, 1, 1)).mean()
+def _scoring_pass(method, n=4, r=16, r_sel=8, batch=6, seed=3):
+    """hard_augment.select with an online 'network' that returns its input views, so that the
+    Selection's online outputs are the scored views themselves; (selection, all n views at r)."""
+    from effssl_jax import config_schema, methods
+    c = config_schema.default_config()
+    c.method = method
+    configs = methods.view_configs(c)
+    images = np.random.default_rng(seed).integers(0, 256, (batch, 24, 20, 3), dtype=np.uint8)
+    rng = jax.random.key(seed)
+    identity = lambda x: {"x": x}
+    loss = lambda a, b, ta, tb: jnp.mean((a["x"] - b["x"]) ** 2, axis=(1, 2, 3))
+    select = jax.jit(lambda rng, images: hard_augment.select(
+        rng, images, 5.0, identity, None, loss, num_views=n, r_sel=r_sel, resolution=r,
+        view_configs=configs, dtype=jnp.float32))
+    full = jax.jit(augment.render_views, static_argnums=(3, 4, 5, 6))(
+        rng, images, 5.0, r, configs, n, jnp.float32)
+    return select(rng, images), full, loss
+
+
+@pytest.mark.parametrize("method", ["simsiam", "simclr", "byol", "dino", "mocov2plus", "mocov3"])
+def test_scored_views_are_the_trained_views_downsampled(method):
+    """Algorithm 1: each scored view is the view rendered at the step's resolution (same box,
+    colour, blur and flip: every method's recipe, BYOL's asymmetric pair among them) resized
+    down to r_sel with torchvision's antialiased resize; the trained pair is two of those views.
+    Equal to float32 rounding of two programs (a wrong view is off by O(1))."""
+    selection, full, _ = _scoring_pass(method)
+    theirs = torch_resize(full, 8)
+    np.testing.assert_allclose(selection.online["x"], theirs, atol=1e-5)
+    chosen = np.argwhere(~np.asarray(selection.unselected).T)  # (sample, view), two per sample
+    for s, v in chosen:
+        assert any(np.allclose(selection.pair[k, s], full[v, s], atol=1e-5) for k in (0, 1))
+    assert not np.allclose(selection.online["x"][0], selection.online["x"][1])
+
+
+def torch_resize(views, size):
+    """torchvision's resize(antialias=True) of views [n, B, r, r, C] (float) to size."""
+    import torch
+    from torchvision.transforms import functional
+    x = torch.from_numpy(np.array(views, np.float32))
+    n, b, r, _, c = x.shape
+    x = x.reshape(n * b, r, r, c).permute(0, 3, 1, 2)
+    y = functional.resize(x, [size, size], antialias=True)
+    return y.permute(0, 2, 3, 1).reshape(n, b, size, size, c).numpy()
+
+
+def test_selection_below_the_resolution_is_the_brute_force_hardest_pair():
+    """At r_sel below the step's resolution, the chosen pair of each sample is the pair whose loss
+    on the downsampled views is the largest, found by a Python loop over all pairs."""
+    selection, full, loss = _scoring_pass("byol", n=5, r=16, r_sel=6, batch=8)
+    small = torch_resize(full, 6)
+    for s in range(small.shape[1]):
+        losses = {(i, j): float(loss({"x": small[i, s:s + 1]}, {"x": small[j, s:s + 1]},
+                                     None, None)[0])
+                  for i, j in itertools.combinations(range(5), 2)}
+        best = max(losses, key=losses.get)
+        assert set(np.flatnonzero(~np.asarray(selection.unselected)[:, s])) == set(best)
+    assert selection.stats["ha_selected_loss"] > selection.stats["ha_mean_loss"]
+
+
+def test_extra_target_loss_is_the_mean_over_the_unselected_views():
+    """Table 9's extra targets: for each sample, the mean over the views not in its pair of
+    0.5 (L(a, k) + L(b, k)), k's outputs held constant; the chosen views are masked out."""
+    n, batch = 5, 4
+    out = random_outputs(n, batch, seed=1)
+    unselected = np.ones((n, batch), bool)
+    pairs = [(0, 1), (2, 4), (1, 3), (3, 4)]
+    for s, (i, j) in enumerate(pairs):
+        unselected[[i, j], s] = False
+    selection = hard_augment.Selection(pair=jnp.zeros((2, batch, 1, 1, 3)), stats={}, online=out,
+                                       target=None, unselected=jnp.asarray(unselected))
+    trained = random_outputs(2, batch, seed=2)
+    a, b = ({k: v[t] for k, v in trained.items()} for t in (0, 1))
+    got = hard_augment.extra_target_loss(simsiam_pair_loss, a, b, None, None, selection)
+    for s, (i, j) in enumerate(pairs):
+        rest = [k for k in range(n) if k not in (i, j)]
+        one = lambda x, k: {key: v[k, s:s + 1] if k is not None else x[key][s:s + 1]
+                            for key, v in out.items()}
+        terms = [0.5 * (float(simsiam_pair_loss(one(a, None), one(None, k), None, None)[0])
+                        + float(simsiam_pair_loss(one(b, None), one(None, k), None, None)[0]))
+                 for k in rest]
+        assert float(got[s]) == pytest.approx(np.mean(terms), rel=1e-5)
