@@ -2,11 +2,14 @@
 
     python benchmarks/hard_augment_overhead.py                        # ResNet-18, 96..224 px
     python benchmarks/hard_augment_overhead.py --arch resnet50 --resolutions 224 --batch 16
+    python benchmarks/hard_augment_overhead.py --arch resnet50 --resolutions 224,96 --flops-only
 
 For every resolution the trainer's own step (`step.make_step_fn`: on-device augmentation,
 SimSiam, SGD) is compiled with 2 views and with n views plus selection; both are timed
 interleaved (one step each per round, median over rounds) and their FLOPs taken from XLA's cost
-analysis. Overhead = (with selection - without) / without. The paper's setting is n=6 at
+analysis (`--flops-only`: lowered, not compiled or timed). The batch holds whole images in the
+canvas the host would send at that resolution for SimSiam's views (data/canvas.py). Overhead =
+(with selection - without) / without. The paper's setting is n=6 at
 r_sel=64 with full-resolution training at 224 px, where it reports 6-8%; eq. 11 predicts the
 FLOP share from resolutions alone (`hard_augment.speed_factor`).
 """
@@ -28,6 +31,7 @@ def main():
     ap.add_argument('--r-sel', type=int, default=64)
     ap.add_argument('--reps', type=int, default=5)
     ap.add_argument('--dtype', default='auto')
+    ap.add_argument('--flops-only', action='store_true', help='lower the steps, do not time them')
     args = ap.parse_args()
     from effssl_jax import cpu_flags
     cpu_flags.set_default_xla_flags()
@@ -37,19 +41,17 @@ def main():
     from jax.sharding import PartitionSpec as P
 
     from effssl_jax import config_schema, experiment, hard_augment
+    from effssl_jax.compile import flops_of
     from effssl_jax.data.canvas import Images
     from effssl_jax.step import StepSpec, data_mesh
 
     resolutions = [int(r) for r in args.resolutions.split(',')]
-    host = max(resolutions)
     c = config_schema.default_config()
     c.model.arch, c.batch_size = args.arch, args.batch
-    c.progressive.r_max = host
+    c.progressive.r_max = max(resolutions)
     c.dtype = args.dtype
     exp = experiment.build(c, 10 * args.batch, data_mesh(jax.devices()[:1]))
     mesh, dtype, steps = exp.mesh, exp.dtype, exp.compiled_steps()
-    images = jax.device_put(Images.full(np.random.default_rng(0).integers(
-        0, 256, (args.batch, host, host, 3), dtype=np.uint8)), NamedSharding(mesh, P('data')))
     print(f"jax {jax.__version__} on {jax.default_backend()}, {args.arch} SimSiam, batch "
           f"{args.batch}, {args.views} views scored at {args.r_sel} px vs 2 views, dtype "
           f"{jnp.dtype(dtype).name}, median of {args.reps} interleaved rounds; "
@@ -58,8 +60,17 @@ def main():
               'FLOP overhead', 'eq. 11')
     rows = []
     for r in resolutions:
+        host = exp.host_size(r).canvas
         specs = {'plain': StepSpec(r, 2, args.r_sel, host, args.batch),
                  'ha': StepSpec(r, args.views, args.r_sel, host, args.batch)}
+        eq11 = 1 / hard_augment.speed_factor(r, args.r_sel, args.views) - 1
+        if args.flops_only:
+            flops = {k: flops_of(steps.lower(s)) / 1e9 for k, s in specs.items()}
+            rows.append((r, '-', '-', '-', f"{flops['plain']:.1f}", f"{flops['ha']:.1f}",
+                         f"{flops['ha'] / flops['plain'] - 1:+.1%}", f'{eq11:+.1%}'))
+            continue
+        images = jax.device_put(Images.full(np.random.default_rng(0).integers(
+            0, 256, (args.batch, host, host, 3), dtype=np.uint8)), NamedSharding(mesh, P('data')))
         states = {k: exp.init(jax.random.key(0)) for k in specs}
         compiled = {k: steps.get(s) for k, s in specs.items()}
         for k in specs:  # warm-up
@@ -74,7 +85,6 @@ def main():
                 times[k].append(time.perf_counter() - t)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         flops = {k: steps.flops[s] / 1e9 for k, s in specs.items()}
-        eq11 = 1 / hard_augment.speed_factor(r, args.r_sel, args.views) - 1
         row = (r, f"{med['plain']:.0f}", f"{med['ha']:.0f}", f"{med['ha'] / med['plain'] - 1:+.1%}",
                f"{flops['plain']:.1f}", f"{flops['ha']:.1f}",
                f"{flops['ha'] / flops['plain'] - 1:+.1%}", f'{eq11:+.1%}')
