@@ -79,6 +79,10 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        """The steps of the kept checkpoints, oldest first."""
+        return sorted(self._manager.all_steps())
+
     def save(self, step: int, state, record: RunRecord) -> None:
         """Starts an asynchronous save; an earlier one that failed, or this one failing to start,
         raises CheckpointError."""

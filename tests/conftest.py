@@ -69,3 +69,16 @@ def image_folder(tmp_path_factory, worker_id):
         shutil.copytree(folder, to, ignore=shutil.ignore_patterns(".made"))
         return to
     return make
+
+
+@pytest.fixture(scope="session")
+def two_runs(tmp_path_factory, worker_id):
+    """A tiny SimSiam baseline and F1-CLR run (tests/runs.py), made once for all workers
+    (read-only)."""
+    from runs import tiny_run
+
+    def make(root):
+        tiny_run(root / "baseline", "simsiam_baseline", epochs=2)
+        tiny_run(root / "f1clr", "simsiam_f1clr", epochs=2)
+    root = made_once(tmp_path_factory, worker_id, "report_runs", make)
+    return str(root / "baseline"), str(root / "f1clr")

@@ -5,20 +5,8 @@ import json
 import os
 
 import pytest
-from conftest import made_once
-from runs import tiny_run
 
 from effssl_jax import report
-
-
-@pytest.fixture(scope="session")
-def two_runs(tmp_path_factory, worker_id):
-    """A tiny SimSiam baseline and F1-CLR run, made once for all workers (read-only here)."""
-    def make(root):
-        tiny_run(root / "baseline", "simsiam_baseline", epochs=2)
-        tiny_run(root / "f1clr", "simsiam_f1clr", epochs=2)
-    root = made_once(tmp_path_factory, worker_id, "report_runs", make)
-    return str(root / "baseline"), str(root / "f1clr")
 
 
 def test_report_speedup_is_ratio_of_pflops(two_runs, tmp_path):
