@@ -13,6 +13,7 @@ import os
 
 import ml_collections
 
+from effssl_jax.augment import COLOUR_ROUNDINGS
 from effssl_jax.data import datasets
 from effssl_jax.errors import CheckpointError, ConfigError
 from effssl_jax.methods import METHODS
@@ -147,6 +148,10 @@ def default_config() -> ml_collections.ConfigDict:
     # view and 0.1 on the second).
     c.augment.crop_scale = ()
     c.augment.blur_prob = -1.0
+    # How the views' pixels are kept between ops: 'float' (torchvision's formulas on float
+    # tensors) | 'uint8' (rounded to 8 bits after the crop and each colour op, as torchvision
+    # computes on uint8 tensors and PIL on images; augment.COLOUR_ROUNDINGS, docs/paper_notes.md).
+    c.augment.colour_rounding = "float"
 
     c.hard_augment = ml_collections.ConfigDict()
     c.hard_augment.enabled = False
@@ -298,7 +303,8 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
 
 
 def _check_augment(a) -> None:
-    """config.augment: a known recipe, and overrides that are placeholders or valid values."""
+    """config.augment: a known recipe and colour rounding, and overrides that are placeholders
+    or valid values."""
     if a.recipe not in RECIPES:
         _fail(f"augment.recipe={a.recipe!r} is unknown; valid: {', '.join(RECIPES)} (the "
               "method's own recipe or the paper's setting)")
@@ -308,6 +314,9 @@ def _check_augment(a) -> None:
               "for the recipe's; set e.g. --config.augment.crop_scale='(0.08, 1.0)'")
     if a.blur_prob != -1 and not 0 <= a.blur_prob <= 1:
         _fail(f"augment.blur_prob={a.blur_prob} must lie in [0, 1], or be -1 for the recipe's")
+    if a.colour_rounding not in COLOUR_ROUNDINGS:
+        _fail(f"augment.colour_rounding={a.colour_rounding!r} is unknown; set "
+              f"--config.augment.colour_rounding to one of: {', '.join(COLOUR_ROUNDINGS)}")
 
 
 def _check_resolution_multiples(c) -> None:

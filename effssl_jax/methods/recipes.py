@@ -1,7 +1,9 @@
 """Which augmentation each view of a method gets: `augment.recipe` picks the method's own recipe
 ('method', each method module's `official_views`, with its source) or the single setting of the
 paper under reproduction ('paper', PAPER_VIEW below); `augment.crop_scale` and
-`augment.blur_prob`, when set, override the chosen recipe on both views.
+`augment.blur_prob`, when set, override the chosen recipe on both views, and
+`augment.colour_rounding` sets how every view's pixels are rounded between ops (float, or 8 bits
+as torchvision on uint8 tensors: augment.COLOUR_ROUNDINGS).
 
 Every recipe here is a pair of `augment.ViewConfig`s, view 1 and view 2 (`render_views` cycles
 them for more views). Two differences from the official pipelines hold for every recipe: the
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from effssl_jax.augment import ViewConfig
+from effssl_jax.augment import COLOUR_ROUNDINGS, ViewConfig
 from effssl_jax.errors import ConfigError
 from effssl_jax.methods import byol, dino, mocov2plus, mocov3, simclr, simsiam
 
@@ -40,24 +42,31 @@ def paper_views(method: str) -> tuple[ViewConfig, ViewConfig]:
     return PAPER_VIEW, PAPER_VIEW
 
 
-def with_overrides(views, crop_scale=(), blur_prob: float = -1.0) -> tuple[ViewConfig, ViewConfig]:
-    """`views` with the configured overrides on both views: crop_scale unless () and blur_prob
-    unless negative (the placeholders meaning the recipe's own value)."""
+def with_overrides(views, crop_scale=(), blur_prob: float = -1.0,
+                   colour_rounding: str = "") -> tuple[ViewConfig, ViewConfig]:
+    """`views` with the configured overrides on both views: crop_scale unless (), blur_prob
+    unless negative and colour_rounding unless '' (the placeholders meaning the views' own
+    value)."""
     changes = {}
     if len(crop_scale):
         changes["crop_scale"] = tuple(float(s) for s in crop_scale)
     if blur_prob >= 0:
         changes["blur_prob"] = float(blur_prob)
+    if colour_rounding:
+        changes["colour_rounding"] = str(colour_rounding)
     return tuple(dataclasses.replace(v, **changes) for v in views)
 
 
 def view_configs(method: str, augment) -> tuple[ViewConfig, ViewConfig]:
     """The two views' augmentation of `method` under config.augment (recipe, crop_scale,
-    blur_prob); ConfigError for an unknown method or recipe."""
+    blur_prob, colour_rounding); ConfigError for an unknown method, recipe or rounding."""
     if method not in OFFICIAL:
         raise ConfigError(f"method={method!r} is unknown; valid: {', '.join(OFFICIAL)}")
     if augment.recipe not in RECIPES:
         raise ConfigError(f"augment.recipe={augment.recipe!r} is unknown; valid: "
                           f"{', '.join(RECIPES)} (the method's own or the paper's)")
+    if augment.colour_rounding not in COLOUR_ROUNDINGS:
+        raise ConfigError(f"augment.colour_rounding={augment.colour_rounding!r} is unknown; "
+                          f"valid: {', '.join(COLOUR_ROUNDINGS)}")
     views = OFFICIAL[method]() if augment.recipe == "method" else paper_views(method)
-    return with_overrides(views, augment.crop_scale, augment.blur_prob)
+    return with_overrides(views, augment.crop_scale, augment.blur_prob, augment.colour_rounding)
