@@ -541,8 +541,8 @@ def normalize(x, mean=IMAGENET_MEAN, std=IMAGENET_STD):
 
 def render_views(rng, images: Images, magnitude, size: int, view_configs, n: int, dtype):
     """n augmented, normalised views of a batch of whole images at `size`: [n, B, size, size, 3].
-    View v uses view_configs[v % 2] and its own key fold_in(rng, v), so Hard Augment can render
-    one chosen view again at another size (hard_augment.render_selected)."""
+    View v uses view_configs[v % 2] and its own key fold_in(rng, v): a view is a function of
+    (rng, v) alone, whatever n is."""
     views = [augment_batch(jax.random.fold_in(rng, v), images, size, magnitude,
                            view_configs[v % 2]) for v in range(n)]
     return normalize(jnp.stack(views)).astype(dtype)
