@@ -152,6 +152,13 @@ def default_config() -> ml_collections.ConfigDict:
     # tensors) | 'uint8' (rounded to 8 bits after the crop and each colour op, as torchvision
     # computes on uint8 tensors and PIL on images; augment.COLOUR_ROUNDINGS, docs/paper_notes.md).
     c.augment.colour_rounding = "float"
+    # Multi-crop (multicrop.py): `count` low-resolution local crops of each image beside the two
+    # global views (0: off; DINO: 8), `resolution` px at progressive.r_max (DINO: 96 at 224; under
+    # Super Progressive Learning scaled with the step's resolution), crop area `scale` (DINO's
+    # local_crops_scale). DINO trains its student on them; the pair-loss methods use them as
+    # extra targets (Table 9's multi-crop row).
+    c.augment.local_crops = ml_collections.ConfigDict(dict(count=0, resolution=96,
+                                                           scale=(0.05, 0.4)))
 
     c.hard_augment = ml_collections.ConfigDict()
     c.hard_augment.enabled = False
@@ -274,6 +281,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     if p.r_max <= 0:
         _fail(f"progressive.r_max={p.r_max} must be positive")
     _check_augment(c.augment)
+    _check_local_crops(c.augment.local_crops, p.r_max)
     h = c.hard_augment
     if h.enabled and h.num_views < 2:
         _fail(f"hard_augment.num_views={h.num_views} must be >= 2")
@@ -319,6 +327,24 @@ def _check_augment(a) -> None:
               f"--config.augment.colour_rounding to one of: {', '.join(COLOUR_ROUNDINGS)}")
 
 
+def _check_local_crops(local, r_max: int) -> None:
+    """config.augment.local_crops: a count >= 0 and, when on, a side within (0, r_max] and a
+    valid crop scale range."""
+    if not isinstance(local.count, int) or local.count < 0:
+        _fail(f"augment.local_crops.count={local.count} must be an integer >= 0 (0: no local "
+              "crops; DINO's recipe: 8); set --config.augment.local_crops.count")
+    if local.count == 0:
+        return
+    if not 0 < local.resolution <= r_max:
+        _fail(f"augment.local_crops.resolution={local.resolution} must lie in (0, "
+              f"progressive.r_max={r_max}] (local crops are the low-resolution views: DINO's are "
+              "96 px at 224); set --config.augment.local_crops.resolution")
+    scale = tuple(local.scale)
+    if not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
+        _fail(f"augment.local_crops.scale={scale} must be (min, max) with 0 < min <= max <= 1; "
+              "set e.g. --config.augment.local_crops.scale='(0.05, 0.4)' (DINO's)")
+
+
 def _check_resolution_multiples(c) -> None:
     """The backbone's constraint on input sides (backbones.resolution_multiple): for a ViT every
     resolution the run uses, the buckets' steps, Hard Augment's r_sel and the evaluation's, must
@@ -337,6 +363,8 @@ def _check_resolution_multiples(c) -> None:
         keys.update({"progressive.r_min": p.r_min, "progressive.bucket_step": p.bucket_step})
     if c.hard_augment.enabled:
         keys["hard_augment.r_sel"] = c.hard_augment.r_sel
+    if c.augment.local_crops.count > 0:
+        keys["augment.local_crops.resolution"] = c.augment.local_crops.resolution
     for key, value in keys.items():
         if value % multiple:
             below, above = value // multiple * multiple, (value // multiple + 1) * multiple

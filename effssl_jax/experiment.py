@@ -12,10 +12,11 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from effssl_jax import checkpoint, config_schema, methods, optim
+from effssl_jax import checkpoint, config_schema, methods, multicrop, optim
 from effssl_jax import plan as plan_lib
 from effssl_jax.compile import CompiledSteps, forward_flops
 from effssl_jax.data import canvas
+from effssl_jax.methods import recipes
 from effssl_jax.models import backbones
 from effssl_jax.plan import Plan
 from effssl_jax.step import StepSpec, create_state, data_mesh, make_step_fn
@@ -102,12 +103,14 @@ class Experiment:
 
     def spec(self, resolution: int, canvas_side: int) -> StepSpec:
         """The static description of the compiled train step at `resolution` on images in a
-        canvas of `canvas_side`."""
+        canvas of `canvas_side`, with the run's local crops at their side for `resolution`."""
+        c = self.config
+        local = multicrop.at_resolution(c, resolution, recipes.local_view_configs(
+            c.method, c.augment, self.method.view_configs))
         return StepSpec(resolution, self.plan.num_views,
                         self.plan.selection_resolution(resolution), canvas_side, self.local_batch,
-                        self.config.hard_augment.extra_targets,
-                        self.config.optim.on_nonfinite == "skip",
-                        self.config.optim.max_update_ratio)
+                        c.hard_augment.extra_targets, c.optim.on_nonfinite == "skip",
+                        c.optim.max_update_ratio, local)
 
     def step_fn(self, spec: StepSpec) -> Callable:
         return make_step_fn(self.method, self.tx, spec, self.dtype)

@@ -1,10 +1,10 @@
 """The train state and the train step: augment on the device, (select the hardest pair), forward
-both views, the method's loss, SGD update, target EMA update.
+both views (and any local crops: multicrop.py), the method's loss, SGD update, target EMA update.
 
 The step is a pure function of (state, whole images in a canvas, magnitude); everything static
-about it (the resolution, the number of views, the canvas side) is a `StepSpec`, so each
-resolution bucket is one compiled step (compile.py jits it over a device mesh with the batch on
-the `data` axis).
+about it (the resolution, the number of views, the canvas side, the local crops' count and side)
+is a `StepSpec`, so each resolution bucket is one compiled step (compile.py jits it over a device
+mesh with the batch on the `data` axis).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from effssl_jax import augment, hard_augment
+from effssl_jax import augment, hard_augment, multicrop
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -62,6 +62,8 @@ class StepSpec:
     extra_targets: bool = False  # Table 9: unselected low-res views as extra targets
     skip_nonfinite: bool = False  # optim.on_nonfinite='skip': an unhealthy update is dropped
     max_update_ratio: float = 100.0  # an update larger than this x the weights is divergence
+    # Multi-crop's local crops at this bucket (count, side, augmentation), or None (multicrop.py)
+    local_crops: multicrop.LocalCrops | None = None
 
 
 def apply_train(net, params, batch_stats, x):
@@ -114,9 +116,22 @@ def _hard_augment_pair(method, spec, dtype, state, rng, images, magnitude):
                                dtype=dtype)
 
 
+def _local_extra_targets(method, state, crops):
+    """The local crops' online and target outputs as constants, for the pair-loss methods'
+    extra targets (multicrop.extra_target_loss): BN on each crop's batch, its updates dropped."""
+    online = lambda x: apply_train(method.net, state.params, state.batch_stats, x)[0]
+    target = None
+    if method.target_net is not None:
+        target = lambda x: apply_train(method.target_net, state.target_params,
+                                       state.target_batch_stats, x)[0]
+    return multicrop.extra_targets(online, target, crops)
+
+
 def make_step_fn(method, tx, spec: StepSpec, dtype):
     """step(state, images (canvas.Images), magnitude) -> (state, metrics)."""
     net = method.net
+    local = spec.local_crops
+    student_crops = local is not None and multicrop.trains_student(method)
 
     def step_fn(state: TrainState, images, magnitude):
         step = state.step
@@ -132,14 +147,27 @@ def make_step_fn(method, tx, spec: StepSpec, dtype):
         ta = tb = None
         if target_out is not None:
             ta, tb = (jax.tree.map(lambda x, v=v: x[v], target_out) for v in (0, 1))
+        pair_loss = lambda oa, ob, a, b: method.pair_loss(oa, ob, a, b, state.method_state, step)
+        crops = local_targets = None
+        if local is not None:
+            crops = multicrop.render(rng, images, magnitude, local, dtype)
+            if not student_crops:
+                local_targets = _local_extra_targets(method, state, crops)
 
         def loss_fn(params):
             out_a, stats = apply_train(net, params, state.batch_stats, views[0])
             out_b, stats = apply_train(net, params, stats, views[1])
-            per_sample = method.pair_loss(out_a, out_b, ta, tb, state.method_state, step)
+            if student_crops:  # DINO: the student over every crop, the teacher's global views
+                out_local, stats = apply_train(net, params, stats, multicrop.flatten(crops))
+                per_sample = method.multicrop_loss(
+                    [out_a, out_b, *multicrop.split(out_local, local.count)], [ta, tb],
+                    state.method_state, step)
+            else:
+                per_sample = pair_loss(out_a, out_b, ta, tb)
+            if local_targets is not None:  # the pair-loss methods: local crops as extra targets
+                per_sample = per_sample + multicrop.extra_target_loss(
+                    pair_loss, out_a, out_b, ta, tb, *local_targets)
             if spec.extra_targets and selection is not None:
-                pair_loss = lambda oa, ob, a, b: method.pair_loss(oa, ob, a, b,
-                                                                  state.method_state, step)
                 per_sample = per_sample + hard_augment.extra_target_loss(
                     pair_loss, out_a, out_b, ta, tb, selection)
             return per_sample.mean(), (stats, out_a, out_b)

@@ -10,6 +10,12 @@ A method is a small frozen dataclass with:
   update_state(state, online_a, online_b, target_a, target_b, step) -> new state
   adjust_updates(updates, step) -> the optimiser's parameter updates, changed where the method
                                    freezes part of its network (DINO's last layer)
+and optionally, for multi-crop (augment.local_crops, multicrop.py):
+  multicrop_loss(student_outputs, teacher_outputs, state, step) -> [B] per-sample loss of a
+      method that trains its online network on the local crops too (DINO): student_outputs the
+      online outputs of the two global views then of each local crop, teacher_outputs the
+      target's of the two global views. A method without it uses the local crops as extra
+      targets of its pair loss (multicrop.extra_target_loss).
 `MethodDefaults` provides the stateless, nothing-frozen versions.
 Methods know nothing of data, optimisers or devices.
 """

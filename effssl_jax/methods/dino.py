@@ -1,6 +1,7 @@
 """DINO (Caron et al., ICCV 2021) with a ResNet backbone: the student matches the centred,
-sharpened softmax of an EMA teacher over `num_prototypes` outputs (two global views, no
-multi-crop).
+sharpened softmax of an EMA teacher over `num_prototypes` outputs, on the two global views and,
+with `augment.local_crops` (multicrop.py), on DINO's low-resolution local crops too
+(`multicrop_loss`: DINOLoss over 2 global + N local crops).
 
 Hyper-parameters (config.dino), from the DINO repository (main_dino.py / DINOHead) unless noted:
 head = 3-layer MLP (2048 hidden, GELU, no BN: `use_bn_in_head` defaults to False, also in
@@ -14,8 +15,9 @@ is for batch 1024); the last layer frozen for the first `freeze_last_layer_epoch
 solo-learn). Gradient clipping (DINO: 3.0, solo-learn's ResNet configs: off) is the optimiser's
 `optim.clip_grad_norm`.
 
-Views: DINO's two global crops, at the wider crop scale DINO advises without local crops
-(`official_views`, with its source).
+Views: DINO's two global crops, at the crop scale DINO uses with local crops or the wider one it
+advises without them (`official_views`), and its local crops' transform (`local_view`), with
+their sources.
 """
 from __future__ import annotations
 
@@ -75,21 +77,43 @@ class DINOHead(nn.Module):
         return WeightNormDense(self.num_prototypes, self.norm_last_layer, name="last_layer")(x)
 
 
-def official_views() -> tuple[ViewConfig, ViewConfig]:
+def official_views(local_crops: bool = False) -> tuple[ViewConfig, ViewConfig]:
     """DINO's two global crops, facebookresearch/dino main_dino.py:419-448 (commit 7c446df,
     DataAugmentationDINO): flip p 0.5, ColorJitter(0.4, 0.4, 0.2, 0.1) at p 0.8, grayscale
     p 0.2, then blur with sigma in [0.1, 2] (utils.py:36-54) at p 1.0 / 0.1 and solarisation
     (utils.py:57-68, PIL's at 128) at p 0 / 0.2: BYOL's asymmetric pair (byol.asymmetric_views).
 
-    Crop scale (0.14, 1), not the default global_crops_scale (0.4, 1) (main_dino.py:108): that
-    default goes with 8 local 96 px crops of scale (0.05, 0.4), which this library does not
-    make, and main_dino.py:110-114 recommends "--global_crops_scale 0.14 1." when multi-crop is
-    disabled (`--local_crops_number 0`); its README's ResNet-50 command (README.md:207) uses
-    0.14 - 1 too."""
+    Crop scale: with `local_crops` (augment.local_crops.count > 0) the default
+    global_crops_scale (0.4, 1) (main_dino.py:108), which goes with the local crops; without
+    them (0.14, 1), as main_dino.py:110-114 recommends ("--global_crops_scale 0.14 1.") when
+    multi-crop is disabled (`--local_crops_number 0`). (The README's ResNet-50 command,
+    README.md:207, keeps 0.14 - 1 with local crops of 0.05 - 0.14: configs/dino_baseline.py.)"""
     return asymmetric_views(ViewConfig(
-        crop_scale=(0.14, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_prob=0.5, jitter_prob=0.8,
-        brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, gray_prob=0.2,
-        blur_sigma=(0.1, 2.0)))
+        crop_scale=(0.4, 1.0) if local_crops else (0.14, 1.0), crop_ratio=(3 / 4, 4 / 3),
+        flip_prob=0.5, jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
+        gray_prob=0.2, blur_sigma=(0.1, 2.0)))
+
+
+# The side of DINO's local crops beside 224 px global crops (main_dino.py:452).
+LOCAL_SIDE, GLOBAL_SIDE = 96, 224
+
+
+def local_view(global_view: ViewConfig, scale) -> ViewConfig:
+    """DINO's local crops' transform, main_dino.py:449-456 (7c446df, `local_transfo`): the global
+    crops' flip, colour jitter and grayscale (`flip_and_color_jitter`, :421-428), then blur at
+    p 0.5 (utils.GaussianBlur(p=0.5)), no solarisation, crop area `scale` (local_crops_scale,
+    :115, default (0.05, 0.4)). Derived from the first global view, so that it shares that view's
+    colour settings and any override of them.
+
+    DINO's blur radius, 0.1 - 2 px, is in pixels of whatever image it blurs: of the 96 px local
+    crop. ViewConfig.blur_sigma is in pixels of a 224 px view, scaled with the view's side, so it
+    is stretched by 224 / 96 here: a local crop rendered at 96 px is blurred by 0.1 - 2 px, as in
+    DINO, and under Super Progressive Learning by the same fraction of its side."""
+    stretch = GLOBAL_SIDE / LOCAL_SIDE
+    return dataclasses.replace(global_view, crop_scale=tuple(float(s) for s in scale),
+                               blur_prob=0.5,
+                               blur_sigma=tuple(s * stretch for s in global_view.blur_sigma),
+                               solarize_prob=0.0)
 
 
 def teacher_temperature_schedule(warmup: float, final: float, warmup_steps: int):
@@ -127,6 +151,21 @@ class DINO(MethodDefaults):
         ce = lambda t, s: cross_entropy(t["proj"], s["proj"], state["center"],
                                         self.teacher_temperature(step), self.student_temperature)
         return 0.5 * (ce(target_b, online_a) + ce(target_a, online_b))
+
+    def multicrop_loss(self, student, teacher, state, step):
+        """DINOLoss.forward over 2 global + N local crops, main_dino.py:380-404 (7c446df).
+        student: the student's outputs of every crop, the two global views first (2 + N);
+        teacher: the teacher's outputs of the two global views (main_dino.py:318: only they pass
+        through the teacher). Each student crop is compared with each teacher crop except its
+        own global view (:396-398), and the sum is divided by the number of terms, 2 (N + 1)
+        (:402). Per sample; its batch mean is DINO's loss (each term's `.mean()`, :400). With
+        N = 0 it is `pair_loss`. The centre's update is `update_state`'s: the teacher's global
+        outputs (:403)."""
+        temperature = self.teacher_temperature(step)
+        terms = [cross_entropy(t["proj"], s["proj"], state["center"], temperature,
+                               self.student_temperature)
+                 for iq, t in enumerate(teacher) for v, s in enumerate(student) if v != iq]
+        return sum(terms) / len(terms)
 
     def update_state(self, state, online_a, online_b, target_a, target_b, step):
         """centre <- m centre + (1 - m) mean of both views' teacher logits over the global batch."""

@@ -6,10 +6,12 @@ paper under reproduction ('paper', PAPER_VIEW below); `augment.crop_scale` and
 as torchvision on uint8 tensors: augment.COLOUR_ROUNDINGS).
 
 Every recipe here is a pair of `augment.ViewConfig`s, view 1 and view 2 (`render_views` cycles
-them for more views). Two differences from the official pipelines hold for every recipe: the
-crop is resized with antialiased bilinear interpolation (DINO and SimCLR resize bicubically), and
-the flip comes last (DINO and SimCLR flip first; a flip commutes with the colour ops and the
-symmetric blur, so the views' distribution is the same).
+them for more views); `local_view_configs` gives the local crops' pair (augment.local_crops,
+multicrop.py), and DINO's global views follow whether there are local crops. Two differences
+from the official pipelines hold for every recipe: the crop is resized with antialiased bilinear
+interpolation (DINO and SimCLR resize bicubically), and the flip comes last (DINO and SimCLR
+flip first; a flip commutes with the colour ops and the symmetric blur, so the views'
+distribution is the same).
 """
 from __future__ import annotations
 
@@ -32,6 +34,11 @@ PAPER_ASYMMETRIC = ("byol", "dino", "mocov3")
 OFFICIAL = {"simsiam": simsiam.official_views, "byol": byol.official_views,
             "simclr": simclr.official_views, "mocov2plus": mocov2plus.official_views,
             "dino": dino.official_views, "mocov3": mocov3.official_views}
+# The recipes whose global views change when local crops are on (augment.local_crops.count > 0):
+# DINO's global crop scale (dino.official_views).
+OFFICIAL_WITH_LOCAL_CROPS = {"dino": lambda: dino.official_views(local_crops=True)}
+# The methods with a local-crop transform of their own (the others: `local_view_configs`).
+LOCAL_VIEW = {"dino": dino.local_view}
 
 
 def paper_views(method: str) -> tuple[ViewConfig, ViewConfig]:
@@ -68,5 +75,24 @@ def view_configs(method: str, augment) -> tuple[ViewConfig, ViewConfig]:
     if augment.colour_rounding not in COLOUR_ROUNDINGS:
         raise ConfigError(f"augment.colour_rounding={augment.colour_rounding!r} is unknown; "
                           f"valid: {', '.join(COLOUR_ROUNDINGS)}")
-    views = OFFICIAL[method]() if augment.recipe == "method" else paper_views(method)
+    official = OFFICIAL_WITH_LOCAL_CROPS if augment.local_crops.count > 0 else OFFICIAL
+    views = official.get(method, OFFICIAL[method])() if augment.recipe == "method" else (
+        paper_views(method))
     return with_overrides(views, augment.crop_scale, augment.blur_prob, augment.colour_rounding)
+
+
+def local_view_configs(method: str, augment, views) -> tuple[ViewConfig, ViewConfig]:
+    """The local crops' augmentation (augment.local_crops, multicrop.py) of `method`, whose global
+    views are `views` (view_configs'): local crop k uses the k % 2-th. With recipe 'method' and a
+    local transform of the method's own (LOCAL_VIEW: DINO's), that transform, derived from the
+    first global view; otherwise each global view with the local crop scale, as SwAV's multi-crop
+    changes only the crops' size and scale (facebookresearch/swav src/multicropdataset.py:37-52,
+    commit 06b1b7c: one colour transform for every crop). augment.blur_prob, when set, overrides
+    the local crops' blur too."""
+    scale = tuple(float(s) for s in augment.local_crops.scale)
+    if augment.recipe == "method" and method in LOCAL_VIEW:
+        local = LOCAL_VIEW[method](views[0], scale)
+        local_views = (local, local)
+    else:
+        local_views = tuple(dataclasses.replace(v, crop_scale=scale) for v in views)
+    return with_overrides(local_views, blur_prob=augment.blur_prob)
