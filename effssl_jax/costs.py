@@ -5,7 +5,10 @@
   the activations and of the weights), the target network, the optimizer, Hard Augment's scoring.
 * The paper's (`pflops_paper`): a training image costs views x 2 x the online network's forward
   (the backward counted equal to the forward) plus the target network's forward of each view;
-  Hard Augment adds its scoring forwards (every view at r_sel, online and target). Forwards count
+  Hard Augment adds its scoring forwards (every view at r_sel, online and target); local crops
+  (multicrop.py) add, at their side, 2 x the online forward each where the method trains on them
+  (DINO's student) or the online and target forwards each where they are extra targets (the
+  pair-loss methods). Forwards count
   2 FLOPs per multiply-add of every convolution and matmul and nothing else, as fvcore and thop
   do, over the architecture (XLA's own convolution, whatever `model.conv_impl` runs). This is how
   the paper's Table 2 counts; docs/performance.md compares the two conventions.
@@ -19,7 +22,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from effssl_jax import experiment
+from effssl_jax import experiment, multicrop
 from effssl_jax.compile import flops_of
 from effssl_jax.step import data_mesh
 
@@ -66,6 +69,8 @@ class PaperCost:
         self._method = experiment.build_method(arch, jnp.float32, 1, 1)
         h = config.hard_augment
         self._selection = (h.num_views, h.r_sel) if h.enabled else None
+        self._local = config.augment.local_crops.count > 0
+        self._config = config
         self._cache: dict[int, tuple[float, float]] = {}
 
     def _forwards(self, resolution: int) -> tuple[float, float]:
@@ -83,6 +88,11 @@ class PaperCost:
         if self._selection is not None:
             num_views, r_sel = self._selection
             flops += num_views * sum(self._forwards(min(r_sel, resolution)))
+        if self._local:
+            local = multicrop.at_resolution(self._config, resolution, ())
+            online, target = self._forwards(local.resolution)
+            trained = multicrop.trains_student(self._method)
+            flops += local.count * (2 * online if trained else online + target)
         return flops
 
     def pflops(self, steps_by_resolution: dict, plan) -> float:

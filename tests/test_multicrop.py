@@ -2,7 +2,7 @@
 of DINO's DINOLoss, on given outputs and through the train step (the student over every crop, the
 teacher over the global views); the pair-loss methods' local crops as extra targets against brute
 force, alone and through the step; the local crops' keys, side under Super Progressive Learning
-(one compiled step per bucket), augmentation recipes and validation."""
+(one compiled step per bucket), augmentation recipes, validation and cost."""
 import dataclasses
 import os
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from tiny import put_batch, tiny_config, tiny_experiment, tiny_images
 
-from effssl_jax import augment, config_schema, experiment, multicrop, train
+from effssl_jax import augment, config_schema, costs, experiment, multicrop, train
 from effssl_jax.errors import ConfigError
 from effssl_jax.methods import recipes
 from effssl_jax.step import apply_train
@@ -369,7 +369,7 @@ def load(recipe):
     return config_schema.from_recipe(os.path.join(ROOT, "configs", f"{recipe}.py"))
 
 
-# --- validation ----------------------------------------------------------------------------
+# --- validation and cost ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("local, named", [
     ({"count": -1}, "augment.local_crops.count=-1 must be an integer >= 0"),
@@ -395,3 +395,23 @@ def test_vit_local_side_must_be_whole_patches():
         config_schema.validate(c, num_devices=8)
     c.augment.local_crops.count = 0  # off: its side is not used
     config_schema.validate(c, num_devices=8)
+
+
+@pytest.mark.parametrize("name", ["dino", "byol"])
+def test_paper_cost_counts_the_local_crops(name):
+    """DINO trains its student on each local crop (forward + backward: 2 forwards); the
+    pair-loss methods forward each through the online and target networks without gradients."""
+    c = dino_config() if name == "dino" else pair_loss_method(name)
+    c.augment.local_crops.update(count=3, resolution=8)
+    plain = c.copy_and_resolve_references()
+    plain.augment.local_crops.count = 0
+    with_crops, without = costs.PaperCost(c), costs.PaperCost(plain)
+    online, target = with_crops._forwards(8)
+    per_crop = 2 * online if name == "dino" else online + target
+    assert target > 0 and online > 0
+    assert with_crops.per_image(16) - without.per_image(16) == pytest.approx(3 * per_crop)
+    # Under SP the crops shrink with the step (12 px at r_max 16 -> 6 px at 8).
+    c.augment.local_crops.resolution = 12
+    online6, target6 = costs.PaperCost(c)._forwards(6)
+    extra = 3 * (2 * online6 if name == "dino" else online6 + target6)
+    assert costs.PaperCost(c).per_image(8) - without.per_image(8) == pytest.approx(extra)
