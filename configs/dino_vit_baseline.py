@@ -8,12 +8,13 @@
 - DINO head: 2048 hidden, 256 bottleneck, 65536 prototypes, last layer weight-normalised with its
   norm fixed and frozen for the first epoch; teacher temperature 0.04, student 0.1; teacher EMA
   0.996 -> 1 (cosine); centre momentum 0.9;
-- global crops of scale 0.4 - 1 (main_dino.py's default beside its local crops; DINO's recipe
-  here, methods/dino.py, uses the 0.14 - 1 that DINO advises without local crops), otherwise
-  DINO's augmentation recipe (methods/dino.py).
+- multi-crop as main_dino.py's defaults: 2 global crops of 224 px and scale 0.4 - 1 (:108;
+  DINO's recipe, methods/dino.py, takes that scale when local crops are on) and 8 local crops
+  (:112) of 96 px (:452) and scale 0.05 - 0.4 (:115); otherwise DINO's augmentation recipe
+  (methods/dino.py, its local crops' transform included).
 
-What this library does not do: multi-crop (DINO adds 8 local 96 px crops; here the two global
-views only), stochastic depth (drop_path 0.1), fp16 loss scaling (bfloat16 needs none).
+What this library does not do: stochastic depth (drop_path 0.1), fp16 loss scaling (bfloat16
+needs none).
 
     python launch.py --config configs/dino_vit_baseline.py --config.data_dir=/path/to/tfds
 """
@@ -37,7 +38,9 @@ def get_config(arg=None):
                   norm_last_layer=True, student_temperature=0.1, teacher_temperature=0.04,
                   warmup_teacher_temperature=0.04, warmup_teacher_temperature_epochs=0,
                   center_momentum=0.9, tau_base=0.996, freeze_last_layer_epochs=1.0)
-    c.augment.crop_scale = (0.4, 1.0)  # main_dino.py --global_crops_scale's default
+    # main_dino.py's --local_crops_number / --local_crops_scale defaults; the global crops' 0.4 - 1
+    # follows from them (dino.official_views)
+    c.augment.local_crops.update(count=8, resolution=96, scale=(0.05, 0.4))
     c.progressive.schedule, c.progressive.r_max = "fixed", 224
     # kNN during training on fixed 10000-image subsets of the train and validation splits (two
     # forwards of 10000 images an evaluation); the full evaluation is `python -m

@@ -25,6 +25,7 @@ def tiny(config):
     c.model.conv_impl = "xla"  # compiles faster (conftest.py)
     # One bucket: each recipe's step compiles once (test_launch.py compiles SP's buckets).
     c.progressive.r_max, c.progressive.r_min, c.progressive.bucket_step = 16, 16, 8
+    c.augment.local_crops.resolution = 8  # DINO's recipes: 8 local crops, 96 px at r_max 224
     c.optim.warmup_epochs = min(c.optim.warmup_epochs, 1)
     c.hard_augment.num_views, c.hard_augment.r_sel = 3, 8
     c.simsiam.update(proj_dim=16, pred_hidden=8)

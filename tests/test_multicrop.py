@@ -369,6 +369,22 @@ def load(recipe):
     return config_schema.from_recipe(os.path.join(ROOT, "configs", f"{recipe}.py"))
 
 
+@pytest.mark.parametrize("recipe, local_scale, global_scale", [
+    # README.md:207, DINO's ResNet-50 command: --global_crops_scale 0.14 1
+    # --local_crops_scale 0.05 0.14, 8 local crops (main_dino.py:112's default)
+    ("dino_baseline", (0.05, 0.14), (0.14, 1.0)), ("dino_f1clr", (0.05, 0.14), (0.14, 1.0)),
+    # main_dino.py's defaults (:108, :112, :115), README.md:165's ViT-S/16 command
+    ("dino_vit_baseline", (0.05, 0.4), (0.4, 1.0)), ("dino_vit_f1clr", (0.05, 0.4), (0.4, 1.0)),
+])
+def test_dino_recipes_use_dinos_local_crops(recipe, local_scale, global_scale):
+    c = load(recipe)
+    config_schema.validate(c, num_devices=8)
+    local = c.augment.local_crops
+    assert (local.count, local.resolution, tuple(local.scale)) == (8, 96, local_scale)
+    views = recipes.view_configs("dino", c.augment)
+    assert [v.crop_scale for v in views] == [global_scale] * 2
+
+
 # --- validation and cost ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("local, named", [
