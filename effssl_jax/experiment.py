@@ -57,11 +57,18 @@ def build_method(config, dtype, steps_per_epoch: int, total_steps: int):
 
 
 def host_size(config, view_configs, resolution: int) -> canvas.HostSize:
-    """How the host keeps images for views at `resolution` (data/canvas.py): sharp enough for the
-    smallest and most elongated box that `view_configs` draw."""
-    return canvas.host_size(resolution, min(v.crop_scale[0] for v in view_configs),
-                            max(max(v.crop_ratio) for v in view_configs),
-                            config.data.canvas_aspect, config.image_size)
+    """How the host keeps images for the views of a step at `resolution` (data/canvas.py): sharp
+    enough for the smallest and most elongated box that the global views (`view_configs`, at
+    `resolution`) and the local crops (multicrop.py, at their side) draw."""
+    needs = [(resolution, view_configs)]
+    local = multicrop.at_resolution(config, resolution, recipes.local_view_configs(
+        config.method, config.augment, view_configs))
+    if local is not None:
+        needs.append((local.resolution, local.view_configs))
+    short = config.image_size or max(
+        canvas.short_side(r, min(v.crop_scale[0] for v in views),
+                          max(max(v.crop_ratio) for v in views)) for r, views in needs)
+    return canvas.for_short_side(short, config.data.canvas_aspect)
 
 
 def with_measured_costs(config, plan: Plan) -> Plan:

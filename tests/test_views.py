@@ -121,3 +121,17 @@ def test_evaluation_crop_equals_torchvision_resize_and_centre_crop(files, shape,
     with Image.open(files[shape]) as im:
         theirs = np.asarray(pipeline(im.convert("RGB")))
     np.testing.assert_array_equal(ours, theirs)
+
+
+def test_host_size_covers_the_local_crops():
+    """With local crops (multicrop.py) the host keeps images sharp enough for their smallest box
+    at their side too: DINO's ViT recipe draws global crops from 0.4 at 224 px and local ones
+    from 0.05 at 96 px, which need the longer shorter side."""
+    from effssl_jax import config_schema, experiment, methods
+    c = config_schema.from_recipe("configs/dino_vit_baseline.py")
+    views = methods.view_configs(c)
+    with_local = experiment.host_size(c, views, 224)
+    assert with_local.short == canvas.short_side(96, 0.05, 4 / 3)  # 496 > 409 for the globals
+    c.augment.local_crops.count = 0
+    assert experiment.host_size(c, methods.view_configs(c), 224).short == canvas.short_side(
+        224, methods.view_configs(c)[0].crop_scale[0], 4 / 3)

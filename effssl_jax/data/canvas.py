@@ -73,7 +73,12 @@ def host_size(resolution: int, min_scale: float, max_ratio: float, canvas_aspect
     """The HostSize for views at `resolution` drawn with crop scales from `min_scale` and aspect
     ratios up to `max_ratio`; `fixed` > 0 sets the shorter side instead. The canvas is rounded up
     to a multiple of 8."""
-    short = fixed or short_side(resolution, min_scale, max_ratio)
+    return for_short_side(fixed or short_side(resolution, min_scale, max_ratio), canvas_aspect)
+
+
+def for_short_side(short: int, canvas_aspect: float) -> HostSize:
+    """The HostSize keeping shorter sides at `short`, in a canvas `canvas_aspect` x that side
+    rounded up to a multiple of 8."""
     return HostSize(short, 8 * math.ceil(short * canvas_aspect / 8))
 
 
