@@ -82,3 +82,14 @@ def two_runs(tmp_path_factory, worker_id):
         tiny_run(root / "f1clr", "simsiam_f1clr", epochs=2)
     root = made_once(tmp_path_factory, worker_id, "report_runs", make)
     return str(root / "baseline"), str(root / "f1clr")
+
+
+def load_benchmark(name: str):
+    """The module benchmarks/<name>.py, imported from its file (benchmarks/ is not a package)."""
+    import importlib.util
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, "benchmarks",
+                                                                     f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,21 +1,15 @@
 """benchmarks/imagenette_ablation.py's table from finished workdirs: the linear probe beside kNN,
 and the baseline's kNN over its last 40% of epochs (was it still rising?); the flags under which
 --time-steps compiles."""
-import importlib.util
 import json
 import os
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_benchmark
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "imagenette_ablation", os.path.join(ROOT, "benchmarks", "imagenette_ablation.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("imagenette_ablation")
 
 
 def _workdir(path, epochs, knn, pflops, linear=None):

@@ -1,14 +1,10 @@
 """benchmarks/ha_selection.py: its agreement measures on known pair losses, and a run's
 checkpoints scored end to end."""
-import os
-import sys
-
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "benchmarks"))
-import ha_selection  # noqa: E402
+ha_selection = load_benchmark("ha_selection")
 
 
 def test_agreement_on_known_pair_losses():

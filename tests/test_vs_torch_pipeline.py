@@ -2,23 +2,17 @@
 (ImageFolder, the methods' official transforms) and meets the library's on the kNN protocol: the
 same files in the same order, the same fixed subsets, the same evaluation crops; its table puts
 each label of a folder of runs in its own column with the seed noise."""
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        "vs_torch_training", os.path.join(ROOT, "benchmarks", "vs_torch_training.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("vs_torch_training")
 
 
 def test_knn_subset_is_the_librarys(bench):
