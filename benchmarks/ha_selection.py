@@ -96,7 +96,7 @@ def measure(workdir: str, steps, fractions, num_views: int, batch_size: int, bat
     sizes = sorted({max(1, round(f * r)) for f in fractions} | {r})
     data = pipeline.load_split(config, "train", folder.WholeImage(exp.host_size(r)),
                                limit=batch_size * batches)
-    images = data.canvas()
+    images = data.whole_images()
     score = _score_fn(exp, num_views, r, sizes)
     ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints, create=False)
     states = [("init", exp.init(jax.random.key(config.seed)))] if init else []

@@ -446,7 +446,7 @@ def _library_images(config, count: int):
     from effssl_jax.data import folder, pipeline
     size = experiment.host_size(config, methods.view_configs(config), config.progressive.r_max)
     data = pipeline.load_split(config, "train", folder.WholeImage(size), limit=count)
-    return jax.tree.map(jnp.asarray, data.canvas())
+    return jax.tree.map(jnp.asarray, data.whole_images())
 
 
 def first_step(method: str, data: str = IMAGENETTE, seeds=(0, 1, 2)) -> str:

@@ -40,7 +40,7 @@ class ArrayDataset:
     def __len__(self):
         return len(self.images)
 
-    def canvas(self) -> canvas.Images:
+    def whole_images(self) -> canvas.Images:
         """The images with their valid sizes (all of the canvas where none are recorded)."""
         if self.sizes is None:
             return canvas.Images.full(self.images)
@@ -190,10 +190,10 @@ def make_loader(config, train, plan, mesh, size_of, process_index: int = 0,
     numpy)."""
     sampler = Sampler(len(train), config.batch_size, config.seed, process_index, process_count)
     if config.data.loader == "device":
-        return device_loader.DeviceLoader(train.canvas(), sampler, plan.total_steps, mesh,
+        return device_loader.DeviceLoader(train.whole_images(), sampler, plan.total_steps, mesh,
                                           config.prefetch)
     if isinstance(train, ArrayDataset):
-        return memory_loader.MemoryLoader(train.canvas(), sampler, plan.total_steps,
+        return memory_loader.MemoryLoader(train.whole_images(), sampler, plan.total_steps,
                                           config.prefetch)
     sizes = grain_loader.host_sizes(plan, size_of)
     return grain_loader.GrainLoader(train, sampler, sizes, plan.total_steps, config.data.threads,

@@ -46,7 +46,7 @@ def _labelled_batches(config, size: canvas.HostSize, sampler: Sampler, total_ste
         data = pipeline.load_split(config, "bank", transform)
         for step in range(total_steps):
             idx = sampler.indices(step)
-            yield step, data.canvas()[idx], data.labels[idx]
+            yield step, data.whole_images()[idx], data.labels[idx]
         return
     import grain
     source = sources.open_source(config, "bank")
