@@ -102,29 +102,26 @@ def _target_outputs(method, state, views):
     return jax.lax.stop_gradient(outs), stats
 
 
-def _hard_augment_pair(method, spec, dtype, state, rng, images, magnitude):
-    """Hard Augment's selection with this state's networks: the hardest pair at full size."""
+def _scoring_nets(method, state):
+    """(online, target) functions of a view batch -> outputs with this state's networks in
+    training mode, their BN updates dropped (target None without a target network): how Hard
+    Augment's selection and the local crops' extra targets see views they do not train on."""
     online = lambda x: apply_train(method.net, state.params, state.batch_stats, x)[0]
     target = None
     if method.target_net is not None:
         target = lambda x: apply_train(method.target_net, state.target_params,
                                        state.target_batch_stats, x)[0]
+    return online, target
+
+
+def _hard_augment_pair(method, spec, dtype, state, rng, images, magnitude):
+    """Hard Augment's selection with this state's networks: the hardest pair at full size."""
+    online, target = _scoring_nets(method, state)
     loss = lambda oa, ob, ta, tb: method.pair_loss(oa, ob, ta, tb, state.method_state, state.step)
     return hard_augment.select(rng, images, magnitude, online, target, loss,
                                num_views=spec.num_views, r_sel=spec.r_sel,
                                resolution=spec.resolution, view_configs=method.view_configs,
                                dtype=dtype)
-
-
-def _local_extra_targets(method, state, crops):
-    """The local crops' online and target outputs as constants, for the pair-loss methods'
-    extra targets (multicrop.extra_target_loss): BN on each crop's batch, its updates dropped."""
-    online = lambda x: apply_train(method.net, state.params, state.batch_stats, x)[0]
-    target = None
-    if method.target_net is not None:
-        target = lambda x: apply_train(method.target_net, state.target_params,
-                                       state.target_batch_stats, x)[0]
-    return multicrop.extra_targets(online, target, crops)
 
 
 def make_step_fn(method, tx, spec: StepSpec, dtype):
@@ -152,7 +149,7 @@ def make_step_fn(method, tx, spec: StepSpec, dtype):
         if local is not None:
             crops = multicrop.render(rng, images, magnitude, local, dtype)
             if not student_crops:
-                local_targets = _local_extra_targets(method, state, crops)
+                local_targets = multicrop.extra_targets(*_scoring_nets(method, state), crops)
 
         def loss_fn(params):
             out_a, stats = apply_train(net, params, state.batch_stats, views[0])
