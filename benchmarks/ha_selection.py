@@ -18,6 +18,16 @@ each r_sel = round(fraction x r). Per sample and r_sel:
 - Spearman: the rank correlation of the C(n, 2) pair losses at r_sel and at r.
 Means over samples are printed as a table and written to OUT/selection.csv, with a plot
 OUT/selection.png (top-1 and Spearman against r_sel / r, one line per checkpoint).
+
+Which pairs to score when the method's two views follow different recipes (BYOL, DINO, MoCo v3;
+hard_augment.pairs): view v takes recipe v % 2, so the C(n, 2) pairs include pairs of two views of
+one recipe. Beside the all-pairs measures, per sample and r_sel:
+- same recipe: whether the all-pairs choice is two views of one recipe (a pair the method's own
+  recipe never trains; 6 of the 15 pairs at n = 6);
+- cross rank: where the choice among the cross pairs only (one view of each recipe) falls in the
+  ranking of all pairs at r, beside `rank`, the all-pairs choice's: what restricting the
+  candidates costs in hardness;
+- cross top-1: whether the cross choice is the hardest cross pair at r.
 """
 from __future__ import annotations
 
@@ -50,6 +60,20 @@ def agreement(full: np.ndarray, small: np.ndarray) -> dict:
     spearman = (rf * rs).sum(1) / np.sqrt((rf ** 2).sum(1) * (rs ** 2).sum(1))
     return {"top1": float((rank == 0).mean()), "rank": float(rank.mean()),
             "spearman": float(np.nanmean(spearman))}
+
+
+def pairings(full: np.ndarray, small: np.ndarray, num_views: int) -> dict:
+    """The all-pairs choice against the cross-pairs choice (see the module docstring) for pair
+    losses `full` and `small` [C(n, 2), B] over hard_augment.pair_indices(num_views)."""
+    from effssl_jax import hard_augment
+    first, second = hard_augment.pair_indices(num_views)
+    cross = np.flatnonzero(first % 2 != second % 2)
+    chosen = small[cross].argmax(0)
+    order_full = np.argsort(-full, axis=0)
+    rank = np.argmax(order_full == cross[chosen][None], axis=0)
+    return {"same_recipe": float(np.isin(small.argmax(0), cross, invert=True).mean()),
+            "cross_rank": float(rank.mean()),
+            "cross_top1": agreement(full[cross], small[cross])["top1"]}
 
 
 def _score_fn(exp, num_views: int, resolution: int, sizes):
@@ -112,8 +136,9 @@ def measure(workdir: str, steps, fractions, num_views: int, batch_size: int, bat
                 losses[s].append(np.asarray(v, np.float64))
         full = np.concatenate(losses[r], 1)
         for s in sizes:
+            small = np.concatenate(losses[s], 1)
             rows.append({"checkpoint": name, "r": r, "r_sel": s, "fraction": s / r,
-                         **agreement(full, np.concatenate(losses[s], 1))})
+                         **agreement(full, small), **pairings(full, small, num_views)})
     return rows
 
 
@@ -155,11 +180,13 @@ def main(argv=None):
     pairs = args.views * (args.views - 1) // 2
     print(f"{args.workdir}: {args.views} views ({pairs} pairs; chance top-1 {1 / pairs:.3f}, "
           f"chance rank {(pairs - 1) / 2:.1f}), {args.batches} x {args.batch_size} images")
-    print("| checkpoint | r | r_sel | r_sel / r | top-1 | rank at r | Spearman |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| checkpoint | r | r_sel | r_sel / r | top-1 | rank at r | Spearman | same recipe | "
+          "cross rank at r | cross top-1 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(f"| {row['checkpoint']} | {row['r']} | {row['r_sel']} | {row['fraction']:.3f} | "
-              f"{row['top1']:.3f} | {row['rank']:.2f} | {row['spearman']:.3f} |")
+              f"{row['top1']:.3f} | {row['rank']:.2f} | {row['spearman']:.3f} | "
+              f"{row['same_recipe']:.3f} | {row['cross_rank']:.2f} | {row['cross_top1']:.3f} |")
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "selection.csv"), "w", newline="") as f:

@@ -16,6 +16,7 @@ import ml_collections
 from effssl_jax.augment import COLOUR_ROUNDINGS
 from effssl_jax.data import datasets
 from effssl_jax.errors import CheckpointError, ConfigError
+from effssl_jax.hard_augment import PAIRINGS
 from effssl_jax.methods import METHODS
 from effssl_jax.methods.recipes import RECIPES
 from effssl_jax.models import backbones
@@ -165,6 +166,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.hard_augment.num_views = 6
     c.hard_augment.r_sel = 64
     c.hard_augment.extra_targets = False  # Table 9 variant: unselected views as extra targets
+    # Candidate pairs (hard_augment.cross_pairs): 'all' C(n, 2); 'cross' one view of each of the
+    # method's two recipes; 'auto' cross when the two recipes differ (BYOL, DINO, MoCo v3).
+    c.hard_augment.pairs = "auto"
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every_epochs = 10.0  # and at the end of training; 0: no kNN evaluation
@@ -287,6 +291,8 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
         _fail(f"hard_augment.num_views={h.num_views} must be >= 2")
     if h.enabled and h.r_sel <= 0:
         _fail(f"hard_augment.r_sel={h.r_sel} must be positive")
+    if h.pairs not in PAIRINGS:
+        _fail(f"hard_augment.pairs={h.pairs!r} is unknown; valid: {', '.join(PAIRINGS)}")
     _check_resolution_multiples(c)
     if c.dtype not in DTYPES:
         _fail(f"dtype={c.dtype!r} is unknown; valid: {', '.join(DTYPES)}")

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from effssl_jax import checkpoint, config_schema, methods, multicrop, optim
+from effssl_jax import checkpoint, config_schema, hard_augment, methods, multicrop, optim
 from effssl_jax import plan as plan_lib
 from effssl_jax.compile import CompiledSteps, forward_flops
 from effssl_jax.data import canvas
@@ -117,7 +117,8 @@ class Experiment:
         return StepSpec(resolution, self.plan.num_views,
                         self.plan.selection_resolution(resolution), canvas_side, self.local_batch,
                         c.hard_augment.extra_targets, c.optim.on_nonfinite == "skip",
-                        c.optim.max_update_ratio, local)
+                        c.optim.max_update_ratio, local,
+                        hard_augment.cross_pairs(c.hard_augment.pairs, self.method.view_configs))
 
     def step_fn(self, spec: StepSpec) -> Callable:
         return make_step_fn(self.method, self.tx, spec, self.dtype)

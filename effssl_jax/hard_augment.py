@@ -2,9 +2,12 @@
 
 1. The n views are rendered at the step's resolution r, as training renders them, and then
    interpolated down to r_sel (Algorithm 1): each scored view is its trained view, downsampled.
-2. The small views pass through the online (and target) networks without gradients, and every one
-   of the C(n, 2) pairs is scored with the method's own per-sample loss (a `jax.vmap` over the
-   pair index); per sample, the pair with the largest loss is chosen.
+2. The small views pass through the online (and target) networks without gradients, and every
+   candidate pair is scored with the method's own per-sample loss (a `jax.vmap` over the pair
+   index); per sample, the pair with the largest loss is chosen. The candidates are all C(n, 2)
+   pairs, or for a method whose two views follow different recipes (BYOL, DINO, MoCo v3: view v
+   takes recipe v % 2) only the pairs of one view of each recipe (`pairings`), as Hard View
+   Selection scores them, so that the trained pair keeps the method's asymmetric recipe.
 3. That pair, already rendered at r, is trained.
 4. Optionally (Table 9) the unselected low-resolution views act as extra targets.
 
@@ -23,10 +26,29 @@ import numpy as np
 
 from effssl_jax import augment
 
+PAIRINGS = ("auto", "all", "cross")
 
-def pair_indices(num_views: int) -> tuple[np.ndarray, np.ndarray]:
-    """All unordered pairs (i < j) in lexicographic order: two int32 arrays of length C(n, 2)."""
-    pairs = np.array(list(itertools.combinations(range(num_views), 2)), np.int32)
+
+def cross_pairs(pairing: str, view_configs) -> bool:
+    """hard_augment.pairs resolved for a method's two view recipes: 'cross' (one view of each
+    recipe per candidate pair), 'all', or 'auto': cross exactly when the two recipes differ, where
+    a pair of two views of one recipe would train a pair the method never trains (two solarized
+    views, two unblurred ones) and all pairs otherwise (a symmetric recipe gains nothing from
+    fewer candidates)."""
+    if pairing not in PAIRINGS:
+        raise ValueError(f"hard_augment.pairs={pairing!r} is unknown; valid: {', '.join(PAIRINGS)}")
+    return pairing == "cross" or (pairing == "auto" and view_configs[0] != view_configs[1])
+
+
+def pair_indices(num_views: int, cross: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate pairs as two int32 arrays (first, second). All unordered pairs (i < j) in
+    lexicographic order, C(n, 2) of them; with `cross`, the pairs of one view of recipe 0 (even
+    v) and one of recipe 1 (odd v), that of recipe 0 first, ceil(n/2) floor(n/2) of them."""
+    if cross:
+        pairs = [(i, j) for i in range(0, num_views, 2) for j in range(1, num_views, 2)]
+    else:
+        pairs = list(itertools.combinations(range(num_views), 2))
+    pairs = np.array(pairs, np.int32)
     return pairs[:, 0], pairs[:, 1]
 
 
@@ -34,10 +56,11 @@ def _take(tree, index):
     return jax.tree.map(lambda x: x[index], tree)
 
 
-def pair_losses(loss_fn, online, target, num_views: int):
+def pair_losses(loss_fn, online, target, num_views: int, cross: bool = False):
     """online/target: pytrees whose leaves have a leading view axis [n, B, ...] (target may be
-    None). loss_fn(online_a, online_b, target_a, target_b) -> [B]. Returns [C(n,2), B]."""
-    first, second = (jnp.asarray(a) for a in pair_indices(num_views))
+    None). loss_fn(online_a, online_b, target_a, target_b) -> [B]. Returns [P, B] over the
+    candidate pairs `pair_indices(num_views, cross)`."""
+    first, second = (jnp.asarray(a) for a in pair_indices(num_views, cross))
 
     def one_pair(p):
         ta = tb = None
@@ -48,9 +71,9 @@ def pair_losses(loss_fn, online, target, num_views: int):
     return jax.vmap(one_pair)(jnp.arange(first.shape[0]))
 
 
-def hardest_pairs(losses, num_views: int):
+def hardest_pairs(losses, num_views: int, cross: bool = False):
     """losses [P, B] -> (view index a [B], view index b [B]) of each sample's largest loss."""
-    first, second = pair_indices(num_views)
+    first, second = pair_indices(num_views, cross)
     best = jnp.argmax(losses, axis=0)
     return jnp.asarray(first)[best], jnp.asarray(second)[best]
 
@@ -79,17 +102,18 @@ class Selection(flax.struct.PyTreeNode):
 
 def select(rng, images, magnitude, online_fn: Callable, target_fn: Callable | None,
            loss_fn: Callable, *, num_views: int, r_sel: int, resolution: int, view_configs,
-           dtype) -> Selection:
+           dtype, cross: bool = False) -> Selection:
     """The selection pass. online_fn / target_fn (None without a target network) map a view batch
     to network outputs; loss_fn(online_a, online_b, target_a, target_b) -> [B] is the method's
-    per-sample pair loss. Nothing here is differentiated."""
+    per-sample pair loss; `cross`: only pairs of one view of each recipe (`pair_indices`).
+    Nothing here is differentiated."""
     views = augment.render_views(rng, images, magnitude, resolution, view_configs, num_views,
                                  dtype)
     small = views if r_sel == resolution else downsample(views, r_sel)
     online = jax.vmap(online_fn)(small)
     target = None if target_fn is None else jax.vmap(target_fn)(small)
-    losses = jax.lax.stop_gradient(pair_losses(loss_fn, online, target, num_views))  # [P, B]
-    a, b = hardest_pairs(losses, num_views)
+    losses = jax.lax.stop_gradient(pair_losses(loss_fn, online, target, num_views, cross))
+    a, b = hardest_pairs(losses, num_views, cross)  # losses: [P, B]
     pair = jnp.stack([gather_views(views, index) for index in (a, b)])
     index = jnp.arange(num_views)[:, None]
     online, target = jax.lax.stop_gradient((online, target))

@@ -64,6 +64,7 @@ class StepSpec:
     max_update_ratio: float = 100.0  # an update larger than this x the weights is divergence
     # Multi-crop's local crops at this bucket (count, side, augmentation), or None (multicrop.py)
     local_crops: multicrop.LocalCrops | None = None
+    cross_pairs: bool = False  # Hard Augment scores one view of each recipe per pair
 
 
 def apply_train(net, params, batch_stats, x):
@@ -121,7 +122,7 @@ def _hard_augment_pair(method, spec, dtype, state, rng, images, magnitude):
     return hard_augment.select(rng, images, magnitude, online, target, loss,
                                num_views=spec.num_views, r_sel=spec.r_sel,
                                resolution=spec.resolution, view_configs=method.view_configs,
-                               dtype=dtype)
+                               dtype=dtype, cross=spec.cross_pairs)
 
 
 def make_step_fn(method, tx, spec: StepSpec, dtype):

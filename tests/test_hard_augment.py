@@ -60,7 +60,33 @@ def test_gather_views():
         np.testing.assert_array_equal(picked[s], views[v, s])
 
 
-def _scoring_pass(method, n=4, r=16, r_sel=8, batch=6, seed=3):
+@pytest.mark.parametrize("n, count", [(6, 9), (5, 6), (2, 1)])
+def test_cross_pairs_are_one_view_of_each_recipe(n, count):
+    """View v follows recipe v % 2 (augment.render_views): a cross pair has one view of each,
+    that of recipe 0 first, and every such pair is a candidate once."""
+    a, b = hard_augment.pair_indices(n, cross=True)
+    assert len(a) == count and all(i % 2 == 0 and j % 2 == 1 for i, j in zip(a, b))
+    assert {frozenset(p) for p in zip(a, b)} == {
+        frozenset(p) for p in itertools.combinations(range(n), 2) if p[0] % 2 != p[1] % 2}
+
+
+@pytest.mark.parametrize("method, recipe, cross", [
+    ("byol", "method", True), ("dino", "method", True), ("mocov3", "method", True),
+    ("simsiam", "method", False), ("simclr", "method", False), ("mocov2plus", "method", False),
+    ("byol", "paper", True), ("simclr", "paper", False)])
+def test_auto_pairs_are_cross_exactly_for_asymmetric_recipes(method, recipe, cross):
+    from effssl_jax import config_schema, methods
+    c = config_schema.default_config()
+    c.method, c.augment.recipe = method, recipe
+    configs = methods.view_configs(c)
+    assert hard_augment.cross_pairs("auto", configs) is cross
+    assert hard_augment.cross_pairs("all", configs) is False
+    assert hard_augment.cross_pairs("cross", configs) is True
+    with pytest.raises(ValueError, match="hard_augment.pairs='some'"):
+        hard_augment.cross_pairs("some", configs)
+
+
+def _scoring_pass(method, n=4, r=16, r_sel=8, batch=6, seed=3, cross=False):
     """hard_augment.select with an online 'network' that returns its input views, so that the
     Selection's online outputs are the scored views themselves; (selection, all n views at r)."""
     from effssl_jax import config_schema, methods
@@ -73,7 +99,7 @@ def _scoring_pass(method, n=4, r=16, r_sel=8, batch=6, seed=3):
     loss = lambda a, b, ta, tb: jnp.mean((a["x"] - b["x"]) ** 2, axis=(1, 2, 3))
     select = jax.jit(lambda rng, images: hard_augment.select(
         rng, images, 5.0, identity, None, loss, num_views=n, r_sel=r_sel, resolution=r,
-        view_configs=configs, dtype=jnp.float32))
+        view_configs=configs, dtype=jnp.float32, cross=cross))
     full = jax.jit(augment.render_views, static_argnums=(3, 4, 5, 6))(
         rng, images, 5.0, r, configs, n, jnp.float32)
     return select(rng, images), full, loss
@@ -117,6 +143,21 @@ def test_selection_below_the_resolution_is_the_brute_force_hardest_pair():
         best = max(losses, key=losses.get)
         assert set(np.flatnonzero(~np.asarray(selection.unselected)[:, s])) == set(best)
     assert selection.stats["ha_selected_loss"] > selection.stats["ha_mean_loss"]
+
+
+def test_cross_selection_is_the_brute_force_hardest_pair_of_one_view_of_each_recipe():
+    """With cross pairs, each sample trains its hardest pair among those of one view of each of
+    BYOL's two recipes, found by a Python loop, the recipe-0 view as the pair's first view."""
+    selection, full, loss = _scoring_pass("byol", n=6, r=16, r_sel=6, batch=8, cross=True)
+    small = torch_resize(full, 6)
+    for s in range(small.shape[1]):
+        losses = {(i, j): float(loss({"x": small[i, s:s + 1]}, {"x": small[j, s:s + 1]},
+                                     None, None)[0])
+                  for i in range(0, 6, 2) for j in range(1, 6, 2)}
+        i, j = max(losses, key=losses.get)
+        assert set(np.flatnonzero(~np.asarray(selection.unselected)[:, s])) == {i, j}
+        np.testing.assert_allclose(selection.pair[0, s], full[i, s], atol=1e-5)
+        np.testing.assert_allclose(selection.pair[1, s], full[j, s], atol=1e-5)
 
 
 def test_extra_target_loss_is_the_mean_over_the_unselected_views():

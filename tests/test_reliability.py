@@ -152,6 +152,7 @@ def test_last_metrics_line_without_newline_is_not_glued_to_the_next(tmp_path):
      "warmup_cosine warm up: set --config.optim.warmup_epochs=0"),
     ({"eval.crop_fraction": 1.2}, "eval.crop_fraction=1.2 must lie in (0, 1]"),
     ({"data.canvas_aspect": 0.9}, "data.canvas_aspect=0.9 must be >= 1"),
+    ({"hard_augment.pairs": "any"}, "hard_augment.pairs='any' is unknown; valid: auto, all, cross"),
 ])
 def test_validate_names_key_and_fix(change, message):
     c = config_schema.default_config()
