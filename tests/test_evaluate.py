@@ -39,16 +39,25 @@ def test_knn_equals_brute_force():
     assert (scores.argmax(1) == ref.argmax(1)).all()
 
 
-def test_knn_over_a_bank_sharded_on_8_devices_equals_brute_force():
+@pytest.mark.parametrize("k", [38, 50, 301])
+def test_knn_on_a_padded_bank_with_negative_similarities_equals_brute_force(k):
+    """301 bank rows on 8 devices: 38 a device, the last one holding 3 padding rows (zero
+    features, similarity 0). Every query is anti-aligned with the bank, so all its similarities
+    are negative and an unmasked padding row would outrank every real one; k is at least one
+    device's share, so each device offers all its rows (padding included) to the merged top k."""
     from jax.sharding import Mesh
     rng = np.random.default_rng(4)
-    train, queries = unit(rng.normal(size=(301, 16))), unit(rng.normal(size=(37, 16)))
+    direction = unit(rng.normal(size=(1, 16)))
+    train = unit(8 * direction + rng.normal(size=(301, 16)))
+    queries = unit(-8 * direction + rng.normal(size=(37, 16)))
+    assert (queries @ train.T < 0).all()
     labels = rng.integers(0, 7, 301)
-    mesh = Mesh(np.array(jax.devices()), ("data",))  # 38 rows a device (the last one padded)
-    scores = evaluate.knn_classify(train, labels, queries, k=50, temperature=0.1, num_classes=7,
-                                   chunk=16, mesh=mesh)  # k > a device's rows: merged top-k
-    np.testing.assert_allclose(scores, brute_force_knn(train, labels, queries, 50, 0.1, 7),
-                               rtol=2e-4)
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    assert mesh.size == 8 and 301 % mesh.size
+    scores = evaluate.knn_classify(train, labels, queries, k=k, temperature=0.1, num_classes=7,
+                                   chunk=16, mesh=mesh)
+    np.testing.assert_allclose(scores, brute_force_knn(train, labels, queries, k, 0.1, 7),
+                               rtol=2e-4, atol=1e-30)
 
 
 def test_knn_accuracy_on_clustered_features():
