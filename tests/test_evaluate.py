@@ -147,13 +147,14 @@ def test_offline_evaluation_of_a_workdir(tmp_path):
     assert knn[(5, 0.1)]["top1"] == pytest.approx(summary["knn_top1"])
     assert 0 <= record["linear"]["top1"] <= record["linear"]["top5"] <= 1
     assert record["linear"]["protocol"]["optimizer"].startswith("full-batch L-BFGS")
-    evaluate.main(["--workdir", workdir, "--protocol", "knn", "--knn", "3,0.5"])
+    evaluate.main(["--workdir", workdir, "--protocol=knn", "--option=knn.settings=((3, 0.5),)"])
     records = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert len(records) == 2 and "linear" not in records[1]
     assert [(r["k"], r["temperature"]) for r in records[1]["knn"]] == [(3, 0.5)]
     # SimSiam's linear protocol end to end: LARS on augmented images of the frozen backbone.
-    r = evaluate.main(["--workdir", workdir, "--protocol", "simsiam_linear", "--lincls-epochs",
-                       "2", "--lincls-batch-size", "16"])["simsiam_linear"]
+    r = evaluate.main(["--workdir", workdir, "--protocol=simsiam_linear",
+                       "--option=simsiam_linear.epochs=2", "--option=simsiam_linear.batch_size=16"]
+                      )["simsiam_linear"]
     assert 0 <= r["top1"] <= r["top5"] <= 1 and np.isfinite(r["final_loss"])
     p = r["protocol"]
     assert (p["batch_size"], p["epochs"], p["steps"]) == (16, 2, 2 * (64 // 16))
