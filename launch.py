@@ -23,7 +23,8 @@ from effssl_jax import cli  # --workdir and --distributed, shared by every entry
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file in configs/ (path[:arg]).",
                                           lock_config=True)
 flags.mark_flags_as_required(["config"])
-flags.adopt_module_key_flags(cli)  # --help lists them
+for _shared in (cli.WORKDIR, *cli.MULTI_HOST):
+    flags.declare_key_flag(_shared.name)  # --help lists them
 
 
 def default_workdir() -> str:

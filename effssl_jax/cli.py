@@ -18,6 +18,10 @@ from effssl_jax.errors import EXIT_CODE, UserError
 
 WORKDIR = flags.DEFINE_string("workdir", None, "The run's folder (launch.py: rerunning with it "
                               "resumes; default runs/<config>-<time>).")
+STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+OUT = flags.DEFINE_string("out", None, "Where the command writes (report: a folder, default "
+                          "report; export: FILE.pt or FILE.npz, default backbone.pt; prepare: the "
+                          "data_dir).")
 DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Start JAX's multi-host runtime first "
                                 "(jax.distributed.initialize; every host runs the command).")
 COORDINATOR = flags.DEFINE_string("coordinator_address", None, "With --distributed: process 0's "
@@ -26,6 +30,7 @@ NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed:
                                      "processes (default: detected, or JAX_NUM_PROCESSES).")
 PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this process's id "
                                   "(default: detected, or JAX_PROCESS_ID).")
+MULTI_HOST = (DISTRIBUTED, COORDINATOR, NUM_PROCESSES, PROCESS_ID)
 
 
 def parse(argv: list[str]) -> list[str]:
@@ -51,13 +56,14 @@ def initialize_distributed() -> None:
                                num_processes=NUM_PROCESSES.value, process_id=PROCESS_ID.value)
 
 
-def run_app(command: Callable, module: str) -> None:
+def run_app(command: Callable, module: str, shared=()) -> None:
     """absl's app.run of command(positional arguments) under run_main; `--help` lists the flags
-    of `module` (the entry point's) and the shared ones, also when started as an installed
-    script, whose main module defines none."""
-    for source in (__name__, module):
-        for flag in flags.FLAGS.get_key_flags_for_module(source):
-            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    of `module` (the entry point's) and the `shared` ones it reads (flag holders of this module),
+    also when started as an installed script, whose main module defines none."""
+    key_flags = [*flags.FLAGS.get_key_flags_for_module(module),
+                 *(flags.FLAGS[holder.name] for holder in shared)]
+    for flag in key_flags:
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
     def main(argv):
         quiet_logging()

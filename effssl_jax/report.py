@@ -36,7 +36,6 @@ from effssl_jax import cli  # noqa: E402
 from effssl_jax.errors import UserError  # noqa: E402
 from effssl_jax.evaluate import registry  # noqa: E402
 
-_OUT = flags.DEFINE_string("out", "report", "Folder for the tables and figures.")
 _BASELINE = flags.DEFINE_string("baseline", None, "Run folder of the baseline (default: the "
                                 "cosine run with the most epochs).")
 
@@ -307,7 +306,7 @@ def _command(run_dirs: list[str]) -> list[dict]:
     """The command on the parsed flags and the run folders."""
     if not run_dirs:
         raise UserError("give the run folders: python -m effssl_jax.report RUN_DIR [RUN_DIR ...]")
-    out = _OUT.value
+    out = cli.OUT.value or "report"
     rows = build_report(run_dirs, out, _BASELINE.value)
     with open(os.path.join(out, "results.md")) as f:
         print(f.read().split("\n\n![")[0])
@@ -322,7 +321,7 @@ def main(argv: list[str]) -> list[dict]:
 
 
 def console_main():
-    cli.run_app(_command, __name__)
+    cli.run_app(_command, __name__, (cli.OUT,))
 
 
 if __name__ == "__main__":

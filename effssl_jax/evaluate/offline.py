@@ -29,7 +29,6 @@ from effssl_jax.evaluate.features import make_feature_fn, stream_features
 _PROTOCOL = flags.DEFINE_list("protocol", list(registry.DEFAULT), "The evaluators to run, comma "
                               "separated: knn, linear, simsiam_linear (SimSiam's linear "
                               "evaluation: LARS, 90 epochs, augmented) or any registered one.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _OPTION = flags.DEFINE_multi_string("option", [], "An evaluator's option, NAME.KEY=VALUE "
                                     "(repeatable), e.g. knn.settings='((20, 0.07),)', "
                                     "linear.optimizer=sgd, simsiam_linear.epochs=10; each "
@@ -112,7 +111,7 @@ def _command(positional: list[str]) -> dict:
         raise UserError(f"unexpected arguments {positional}; every argument is a --flag")
     cli.initialize_distributed()
     workdir = cli.workdir()
-    record = evaluate_workdir(workdir, _PROTOCOL.value, _STEP.value,
+    record = evaluate_workdir(workdir, _PROTOCOL.value, cli.STEP.value,
                               registry.parse_options(_OPTION.value))
     if jax.process_index() == 0:
         print(describe(record), flush=True)
@@ -126,4 +125,4 @@ def main(argv: list[str]) -> dict:
 
 
 def console_main():
-    cli.run_app(_command, __name__)
+    cli.run_app(_command, __name__, (cli.WORKDIR, cli.STEP, *cli.MULTI_HOST))
