@@ -41,6 +41,12 @@ def parse(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)[1:]
 
 
+def flags_only(positional: list[str]) -> None:
+    """A UserError for positional arguments given to a command that takes flags only."""
+    if positional:
+        raise UserError(f"unexpected arguments {positional}; every argument is a --flag")
+
+
 def workdir() -> str:
     """--workdir, which the command needs."""
     if WORKDIR.value is None:

@@ -124,8 +124,7 @@ _FORMAT = flags.DEFINE_enum("format", None, FORMATS, "state_dict layout: torchvi
 
 def _command(positional: list[str]) -> dict:
     """The command on the parsed flags (cli.py: --workdir, --out, --step)."""
-    if positional:
-        raise UserError(f"unexpected arguments {positional}; every argument is a --flag")
+    cli.flags_only(positional)
     out = cli.OUT.value or "backbone.pt"
     meta = export_workdir(cli.workdir(), out, cli.STEP.value, _FORMAT.value)
     stem = os.path.splitext(out)[0]

@@ -169,9 +169,10 @@ _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 def _command(positional: list[str]) -> dict:
     """The command on the parsed flags (cli.py: --out, the data_dir)."""
-    if positional or not _SRC.value or not cli.OUT.value:
-        raise DataError("give --src FOLDER --out DIR (and flags only): python -m "
-                        "effssl_jax.data.prepare --help")
+    cli.flags_only(positional)
+    if not _SRC.value or not cli.OUT.value:
+        raise DataError("give --src FOLDER and --out DIR (python -m effssl_jax.data.prepare "
+                        "--help)")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     result = prepare(_SRC.value, cli.OUT.value, _NAME.value, _SHARD_SIZE.value, _THREADS.value,
                      _MAX_SIZE.value, progress=_PROGRESS.value)

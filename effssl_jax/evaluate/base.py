@@ -37,8 +37,8 @@ class Inputs:
     variables: dict  # {"params", "batch_stats"}
     resolution: int
     extract: Callable[[], tuple[SplitFeatures, SplitFeatures]]
-    feature_s: float | None = None  # seconds the extraction took, once it ran
-    _features: tuple[SplitFeatures, SplitFeatures] | None = None
+    feature_s: float | None = dataclasses.field(default=None, init=False)  # once extracted
+    _features: tuple | None = dataclasses.field(default=None, init=False, repr=False)
 
     def features(self) -> tuple[SplitFeatures, SplitFeatures]:
         """(bank, eval) features."""

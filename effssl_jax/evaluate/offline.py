@@ -21,7 +21,6 @@ from absl import flags
 
 from effssl_jax import cli, config_schema, experiment, run_log
 from effssl_jax.data import pipeline
-from effssl_jax.errors import UserError
 from effssl_jax.evaluate import registry
 from effssl_jax.evaluate.base import Inputs, SplitFeatures
 from effssl_jax.evaluate.features import make_feature_fn, stream_features
@@ -107,8 +106,7 @@ def describe(record: dict) -> str:
 
 def _command(positional: list[str]) -> dict:
     """The command on the parsed flags."""
-    if positional:
-        raise UserError(f"unexpected arguments {positional}; every argument is a --flag")
+    cli.flags_only(positional)
     cli.initialize_distributed()
     workdir = cli.workdir()
     record = evaluate_workdir(workdir, _PROTOCOL.value, cli.STEP.value,
