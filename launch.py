@@ -15,22 +15,16 @@ import re
 import sys
 
 import ml_collections
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from effssl_jax import cli  # --workdir and --distributed, shared by every entry point
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file in configs/ (path[:arg]).",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; rerunning with it resumes. Default: "
-                               "runs/<config>-<time>.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Start JAX's multi-host runtime first "
-                                 "(jax.distributed.initialize; every host runs the command).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "With --distributed: process 0's "
-                                   "HOST:PORT (default: detected, or JAX_COORDINATOR_ADDRESS).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed: the number of "
-                                      "processes (default: detected, or JAX_NUM_PROCESSES).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this process's id "
-                                   "(default: detected, or JAX_PROCESS_ID).")
 flags.mark_flags_as_required(["config"])
+for _shared in (cli.WORKDIR, *cli.MULTI_HOST):
+    flags.declare_key_flag(_shared.name)  # --help lists them
 
 
 def default_workdir() -> str:
@@ -43,21 +37,17 @@ def main(argv):
     del argv
     from effssl_jax import cpu_flags
     cpu_flags.set_default_xla_flags()  # before JAX starts; a user's XLA_FLAGS win
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint file at INFO
-    from effssl_jax import cli, distributed, experiment, lr_range_test, train  # fast --help
+    cli.quiet_logging()
+    from effssl_jax import distributed, experiment, lr_range_test, train  # fast --help
 
-    config, workdir = _CONFIG.value, _WORKDIR.value or default_workdir()
+    config, workdir = _CONFIG.value, cli.WORKDIR.value or default_workdir()
     experiment.enable_dtype(config.dtype)
 
     def entry():
-        if _DISTRIBUTED.value:
-            distributed.initialize(coordinator_address=_COORDINATOR.value,
-                                   num_processes=_NUM_PROCESSES.value,
-                                   process_id=_PROCESS_ID.value)
-            if _WORKDIR.value is None:  # each host would date its own
-                raise distributed.ConfigError("--distributed needs --workdir: one directory that "
-                                              "every host reads and writes (shared storage)")
+        cli.initialize_distributed()
+        if cli.DISTRIBUTED.value and cli.WORKDIR.value is None:  # each host would date its own
+            raise distributed.ConfigError("--distributed needs --workdir: one directory that "
+                                          "every host reads and writes (shared storage)")
         if distributed.is_main_process():
             print(f"workdir: {workdir}", flush=True)
         run = lr_range_test.run if config.mode == "lr_range_test" else train.run

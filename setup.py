@@ -28,7 +28,7 @@ setup(
         "effssl-evaluate=effssl_jax.evaluate.offline:console_main",
         "effssl-report=effssl_jax.report:console_main",
         "effssl-export=effssl_jax.export:console_main",
-        "effssl-prepare=effssl_jax.data.prepare:main",
+        "effssl-prepare=effssl_jax.data.prepare:console_main",
     ]},
     extras_require={
         # torch is only needed for the PyTorch/torchvision/timm parity tests and export; ruff lints.

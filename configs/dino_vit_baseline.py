@@ -18,32 +18,8 @@ needs none).
 
     python launch.py --config configs/dino_vit_baseline.py --config.data_dir=/path/to/tfds
 """
-from effssl_jax.config_schema import default_config
+from configs import common
 
 
 def get_config(arg=None):
-    c = default_config()
-    c.name = "dino_vit_baseline"
-    c.method = "dino"
-    c.dataset = "imagenet2012"
-    c.model.arch, c.model.patch_size = "vit_small", 16
-    c.batch_size, c.epochs = 1024, 100
-    c.optim.optimizer = "adamw"
-    c.optim.schedule, c.optim.warmup_epochs = "warmup_cosine", 10
-    c.optim.lr = 0.0005 * c.batch_size / 256
-    c.optim.momentum, c.optim.beta2 = 0.9, 0.999
-    c.optim.weight_decay, c.optim.weight_decay_end = 0.04, 0.4
-    c.optim.clip_grad_norm = 3.0
-    c.dino.update(proj_hidden=2048, bottleneck_dim=256, num_prototypes=65536,
-                  norm_last_layer=True, student_temperature=0.1, teacher_temperature=0.04,
-                  warmup_teacher_temperature=0.04, warmup_teacher_temperature_epochs=0,
-                  center_momentum=0.9, tau_base=0.996, freeze_last_layer_epochs=1.0)
-    # main_dino.py's --local_crops_number / --local_crops_scale defaults; the global crops' 0.4 - 1
-    # follows from them (dino.official_views)
-    c.augment.local_crops.update(count=8, resolution=96, scale=(0.05, 0.4))
-    c.progressive.schedule, c.progressive.r_max = "fixed", 224
-    # kNN during training on fixed 10000-image subsets of the train and validation splits (two
-    # forwards of 10000 images an evaluation); the full evaluation is `python -m
-    # effssl_jax.evaluate` (docs/evaluation.md).
-    c.eval.every_epochs, c.eval.online_subset = 10, 10000
-    return c
+    return common.dino_vit_baseline()

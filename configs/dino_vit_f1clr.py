@@ -12,21 +12,8 @@ The peak lr is the baseline's: the paper takes eps_max from an LR range test (SG
 baseline's); for AdamW and ViTs none has been run yet, so run `configs/lr_range_test.py` with
 this recipe's method and backbone before a long run.
 """
-from configs import dino_vit_baseline
-
-
-def efficient(c):
-    """A ViT baseline recipe `c` made efficient: 0.6 of its epochs, F1-CLR with the baseline's
-    warm-up length as t_w, beta1 0.95 -> 0.85 -> 0.95, SP 96 -> 224 px, HA 6 views at 64 px."""
-    c.name = c.name.replace("baseline", "f1clr")
-    c.epochs = round(0.6 * c.epochs)
-    c.optim.schedule = "f1clr"  # t_w: the baseline's optim.warmup_epochs
-    c.optim.momentum_low, c.optim.momentum_high = 0.85, 0.95
-    c.progressive.schedule = "super_progressive"
-    c.progressive.r_min, c.progressive.r_max, c.progressive.bucket_step = 96, 224, 32
-    c.hard_augment.enabled, c.hard_augment.num_views, c.hard_augment.r_sel = True, 6, 64
-    return c
+from configs import common
 
 
 def get_config(arg=None):
-    return efficient(dino_vit_baseline.get_config())
+    return common.vit_efficient(common.dino_vit_baseline())

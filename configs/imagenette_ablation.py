@@ -27,7 +27,7 @@ What is scaled, and how the paper's ratios are kept:
 
 Run all six rows and print the table: python benchmarks/imagenette_ablation.py
 """
-from configs import ablation
+from configs import common
 
 DEFAULT_EPOCHS = 30
 DATA_DIR = "../shared/data/imagenette2-160"
@@ -43,7 +43,7 @@ def get_config(arg="f1clr+sp+ha"):
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
     cifar_stem, r_max, r_min, bucket_step, r_sel = SCALES[scale]
-    c = ablation.get_config(row)
+    c = common.ablation_row(row)
     c.name = f"imagenette_{c.name}" + ("" if scale == DEFAULT_SCALE else f"_{scale}")
     efficient = row.startswith("f1clr")
     c.epochs = round(0.6 * base_epochs) if efficient else base_epochs

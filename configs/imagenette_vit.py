@@ -21,8 +21,7 @@ What is scaled from configs/mocov3_vit_{baseline,f1clr}.py, and what is kept:
 
     python benchmarks/imagenette_vit.py      # trains ca and f1clr+sp, prints the table
 """
-from configs import ablation, mocov3_vit_baseline
-from configs.dino_vit_f1clr import efficient as make_efficient
+from configs import common
 
 DEFAULT_EPOCHS = 5
 DATA_DIR = "../shared/data/imagenette2-160"
@@ -31,11 +30,11 @@ DATA_DIR = "../shared/data/imagenette2-160"
 def get_config(arg="f1clr+sp"):
     row, epochs = ((arg or "f1clr+sp").split(",") + [""])[:2]
     base_epochs = int(epochs or DEFAULT_EPOCHS)
-    parts = ablation.parse_row(row)
+    parts = common.parse_ablation_row(row)
     efficient = parts[0] == "f1clr"
-    c = mocov3_vit_baseline.get_config()
+    c = common.mocov3_vit_baseline()
     if efficient:
-        c = make_efficient(c)
+        c = common.vit_efficient(c)
     c.name = f"imagenette_vit_{row.replace('+', '_')}"
     c.epochs = round(0.6 * base_epochs) if efficient else base_epochs
     c.optim.warmup_epochs = round(0.1 * base_epochs, 3)

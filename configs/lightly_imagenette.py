@@ -17,7 +17,7 @@ px buckets (64, 96, 128), Hard Augment's 6 views scored at 32 px (paper 64 of 22
 The split is held in device memory (`data.loader=device`), so the host does no work per step.
 The data is the shared Imagenette at 160 px (`data_dir`).
 """
-from configs import simsiam_baseline
+from configs import common
 
 ROWS = ("cosine", "efficient")
 DATA_DIR = "../shared/data/imagenette2-160"
@@ -28,9 +28,7 @@ def get_config(arg="cosine"):
     if row not in ROWS:
         raise ValueError(f"unknown row {row!r}; valid: {', '.join(ROWS)}")
     base_epochs = int(epochs or 200)
-    c = simsiam_baseline.shared_config()
-    c.name = f"lightly_imagenette_{row}"
-    c.method = "simclr"
+    c = common.imagenette_baseline(f"lightly_imagenette_{row}", "simclr")
     c.simclr.proj_hidden, c.simclr.proj_dim, c.simclr.temperature = 512, 128, 0.5
     c.model.arch, c.model.width, c.model.cifar_stem = "resnet18", 64, False
     c.dataset, c.data_dir, c.data.loader = "imagenette", DATA_DIR, "device"

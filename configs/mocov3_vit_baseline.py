@@ -11,23 +11,8 @@ MoCo v3 reports stabilises ViT training.
 
     python launch.py --config configs/mocov3_vit_baseline.py --config.data_dir=/path/to/tfds
 """
-from effssl_jax.config_schema import default_config
+from configs import common
 
 
 def get_config(arg=None):
-    c = default_config()
-    c.name = "mocov3_vit_baseline"
-    c.method = "mocov3"
-    c.dataset = "imagenet2012"
-    c.model.arch, c.model.patch_size = "vit_small", 16
-    c.batch_size, c.epochs = 1024, 300
-    c.optim.optimizer = "adamw"
-    c.optim.schedule, c.optim.warmup_epochs = "warmup_cosine", 40
-    c.optim.lr = 1.5e-4 * c.batch_size / 256
-    c.optim.momentum, c.optim.beta2 = 0.9, 0.999
-    c.optim.weight_decay, c.optim.decay_bn_and_bias = 0.1, True
-    c.mocov3.update(proj_hidden=4096, proj_dim=256, pred_hidden=4096, temperature=0.2,
-                    tau_base=0.99)
-    c.progressive.schedule, c.progressive.r_max = "fixed", 224
-    c.eval.every_epochs, c.eval.online_subset = 10, 10000  # as configs/dino_vit_baseline.py
-    return c
+    return common.mocov3_vit_baseline()

@@ -4,9 +4,8 @@ anti-phased between 0.95 and 0.85, Super Progressive Learning 96 -> 224 px in 32
 the warm-up, Hard Augment with 6 views scored at 64 px. Otherwise as configs/mocov3_vit_baseline.py;
 the peak lr is the baseline's until an LR range test (configs/lr_range_test.py) picks eps_max.
 """
-from configs import mocov3_vit_baseline
-from configs.dino_vit_f1clr import efficient
+from configs import common
 
 
 def get_config(arg=None):
-    return efficient(mocov3_vit_baseline.get_config())
+    return common.vit_efficient(common.mocov3_vit_baseline())

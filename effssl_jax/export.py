@@ -28,11 +28,11 @@ any side that is a multiple of the patch size runs, as in training); `timm_vit(m
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
 import numpy as np
+from absl import flags
 
 from effssl_jax import cli, config_schema, experiment
 from effssl_jax.errors import UserError
@@ -118,20 +118,17 @@ def export_workdir(workdir: str, out: str, step: int | None = None,
     return meta
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="effssl-export",
-        description="Backbone of a run's checkpoint as a torchvision state_dict and a .npz")
-    parser.add_argument("--workdir", required=True, help="the run's folder")
-    parser.add_argument("--out", default="backbone.pt", help="FILE.pt (and FILE.npz) or FILE.npz")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    parser.add_argument("--format", choices=FORMATS, default=None,
-                        help="state_dict layout: torchvision (ResNets) or timm (ViTs); default: "
-                             "the backbone's")
-    args = parser.parse_args(argv)
-    meta = export_workdir(args.workdir, args.out, args.step, args.format)
-    stem = os.path.splitext(args.out)[0]
-    written = [args.out] if args.out.endswith(".npz") else [args.out, stem + ".npz"]
+_FORMAT = flags.DEFINE_enum("format", None, FORMATS, "state_dict layout: torchvision (ResNets) "
+                            "or timm (ViTs); default: the backbone's.")
+
+
+def _command(positional: list[str]) -> dict:
+    """The command on the parsed flags (cli.py: --workdir, --out, --step)."""
+    cli.flags_only(positional)
+    out = cli.OUT.value or "backbone.pt"
+    meta = export_workdir(cli.workdir(), out, cli.STEP.value, _FORMAT.value)
+    stem = os.path.splitext(out)[0]
+    written = [out] if out.endswith(".npz") else [out, stem + ".npz"]
     what = (f"patch {meta['patch_size']}, img_size {meta['img_size']}, timm {meta['timm_model']}"
             if meta["format"] == "timm" else
             f"width {meta['width']}, {'CIFAR' if meta['cifar_stem'] else 'ImageNet'} stem")
@@ -143,8 +140,13 @@ def main(argv=None) -> dict:
     return meta
 
 
+def main(argv: list[str]) -> dict:
+    """The command from Python: main(["--workdir", DIR, "--out", FILE])."""
+    return _command(cli.parse(["effssl-export", *argv]))
+
+
 def console_main():
-    cli.run_main(main)
+    cli.run_app(_command, __name__, (cli.WORKDIR, cli.OUT, cli.STEP))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@
 
 writes into --out:
   results.md, results.csv    one row per run: method, lr schedule, SP, HA, epochs, kNN top-1
-                             (online, last evaluation), offline kNN and linear-probe top-1 (latest
-                             eval.json record, if `python -m effssl_jax.evaluate` was run),
+                             (online, last evaluation), the columns of every registered evaluator
+                             (evaluate/registry.py: offline kNN, linear probe, SimSiam's linear
+                             protocol; from the latest eval.json record that has its result, if
+                             `python -m effssl_jax.evaluate` was run),
                              training PFLOPs in XLA's and the paper's conventions (costs.py),
                              speed-ups vs the baseline (ratios within each convention, and of
                              training time), wall-clock, training images/s
@@ -18,7 +20,6 @@ the first run given). Reads config.json, summary.json, metrics.jsonl and eval.js
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -28,10 +29,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from absl import flags  # noqa: E402
 from matplotlib import cycler  # noqa: E402
 
 from effssl_jax import cli  # noqa: E402
 from effssl_jax.errors import UserError  # noqa: E402
+from effssl_jax.evaluate import registry  # noqa: E402
+
+_BASELINE = flags.DEFINE_string("baseline", None, "Run folder of the baseline (default: the "
+                                "cosine run with the most epochs).")
 
 SP_LABELS = {"fixed": "-", "progressive": "P", "super_progressive": "SP"}
 # Ten colours solid, then dashed, then dotted: runs past the tenth keep their own line.
@@ -124,18 +130,21 @@ def _pct(x):
     return "" if x is None else f"{100 * x:.2f}"
 
 
+def _evaluator_cells(run: Run) -> dict[str, str]:
+    """Each registered evaluator's columns from the run's latest eval.json record of it."""
+    cells = {}
+    for name, cls in registry.EVALUATORS.items():
+        latest = _latest(run, name)
+        values = cls.cells(latest[name], run.config) if latest else {}
+        cells.update({key: _pct(values.get(key)) for key, _ in cls.columns})
+    return cells
+
+
 def table_rows(runs: list[Run], baseline: Run) -> list[dict]:
     base = baseline.summary
     rows = []
     for run in runs:
         s, c = run.summary, run.config
-        offline = _latest(run, "knn")
-        linear = _latest(run, "linear")
-        knn_off = None
-        if offline:
-            match = [r for r in offline["knn"] if r["k"] == c["eval"]["knn_k"]
-                     and r["temperature"] == c["eval"]["knn_temperature"]]
-            knn_off = (match or offline["knn"])[0]
         pflops, paper = s.get("total_pflops"), s.get("pflops_paper")
         train_s = s.get("train_time_s")
         steps = s.get("steps") or (run.train_rows[-1]["step"] if run.train_rows else 0)
@@ -149,9 +158,7 @@ def table_rows(runs: list[Run], baseline: Run) -> list[dict]:
             "epochs": round(s["epochs"] if "epochs" in s else
                             (run.train_rows[-1]["epoch"] if run.train_rows else 0.0), 2),
             "knn_top1_%": _pct(knn),
-            "knn_offline_top1_%": _pct(knn_off["top1"]) if knn_off else "",
-            "linear_top1_%": _pct(linear["linear"]["top1"]) if linear else "",
-            "linear_top5_%": _pct(linear["linear"]["top5"]) if linear else "",
+            **_evaluator_cells(run),
             "pflops": f"{pflops:.4g}" if pflops else "",
             "speedup_flops": (f"{base['total_pflops'] / pflops:.2f}"
                               if pflops and base.get("total_pflops") else ""),
@@ -168,35 +175,40 @@ def table_rows(runs: list[Run], baseline: Run) -> list[dict]:
     return rows
 
 
-COLUMNS = [  # (key, markdown header)
-    ("run", "run"), ("method", "method"), ("lr_schedule", "LR schedule"), ("SP", "SP"),
-    ("HA", "HA"), ("epochs", "epochs"), ("knn_top1_%", "kNN top-1 (%)"),
-    ("knn_offline_top1_%", "kNN offline (%)"), ("linear_top1_%", "linear top-1 (%)"),
-    ("linear_top5_%", "linear top-5 (%)"), ("pflops", "PFLOPs"),
-    ("speedup_flops", "speed-up (FLOPs)"), ("pflops_paper", "PFLOPs (paper)"),
-    ("speedup_flops_paper", "speed-up (paper FLOPs)"), ("speedup_time", "speed-up (time)"),
-    ("wall_clock_s", "wall-clock (s)"), ("train_time_s", "train time (s)"),
-    ("images_per_s", "images/s"), ("finished", "finished"),
-]
+def columns() -> list[tuple[str, str]]:
+    """(key, markdown header) of the table: the run's, then each registered evaluator's, then
+    the costs."""
+    evaluators = [col for cls in registry.EVALUATORS.values() for col in cls.columns]
+    return [
+        ("run", "run"), ("method", "method"), ("lr_schedule", "LR schedule"), ("SP", "SP"),
+        ("HA", "HA"), ("epochs", "epochs"), ("knn_top1_%", "kNN top-1 (%)"), *evaluators,
+        ("pflops", "PFLOPs"), ("speedup_flops", "speed-up (FLOPs)"),
+        ("pflops_paper", "PFLOPs (paper)"), ("speedup_flops_paper", "speed-up (paper FLOPs)"),
+        ("speedup_time", "speed-up (time)"), ("wall_clock_s", "wall-clock (s)"),
+        ("train_time_s", "train time (s)"), ("images_per_s", "images/s"),
+        ("finished", "finished"),
+    ]
 
 
 def write_tables(rows: list[dict], baseline: Run, out: str) -> None:
+    cols = columns()
     with open(os.path.join(out, "results.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k, _ in COLUMNS])
+        writer = csv.DictWriter(f, fieldnames=[k for k, _ in cols])
         writer.writeheader()
         writer.writerows(rows)
     lines = ["# Results", "",
              f"Baseline for the speed-ups: `{baseline.label}` ({baseline.workdir}). "
              "kNN top-1: the train loop's last online evaluation (weighted kNN, the config's k "
-             "and T); kNN offline and linear: the latest `python -m effssl_jax.evaluate` record "
-             "in eval.json. PFLOPs: training steps (Hard Augment selection included), from XLA's "
-             "cost analysis. Speed-up: the baseline's PFLOPs (training time) over the run's. "
+             "and T); kNN offline, linear and the other evaluators' columns: the latest `python "
+             "-m effssl_jax.evaluate` record of each in eval.json. PFLOPs: training steps (Hard "
+             "Augment selection included), from XLA's cost analysis. Speed-up: the baseline's "
+             "PFLOPs (training time) over the run's. "
              "Train time excludes compilation, evaluation and checkpoints; images/s = "
              "steps x batch / train time.", "",
-             "| " + " | ".join(h for _, h in COLUMNS) + " |",
-             "|" + "---|" * len(COLUMNS)]
+             "| " + " | ".join(h for _, h in cols) + " |",
+             "|" + "---|" * len(cols)]
     for row in rows:
-        lines.append("| " + " | ".join(str(row[k]) for k, _ in COLUMNS) + " |")
+        lines.append("| " + " | ".join(str(row[k]) for k, _ in cols) + " |")
     lines += ["", "![Fig. 2](fig2_lr_momentum.png)", "",
               "![Fig. 3](fig3_resolution_magnitude.png)", "", "![kNN vs cost](knn_vs_cost.png)", ""]
     with open(os.path.join(out, "results.md"), "w") as f:
@@ -290,24 +302,26 @@ def build_report(run_dirs: list[str], out: str, baseline: str | None = None) -> 
     return rows
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="effssl-report",
-                                     description="Results table and figures from run directories")
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    parser.add_argument("--out", default="report")
-    parser.add_argument("--baseline", default=None,
-                        help="run dir of the baseline (default: the cosine run with most epochs)")
-    args = parser.parse_args(argv)
-    rows = build_report(args.run_dirs, args.out, args.baseline)
-    with open(os.path.join(args.out, "results.md")) as f:
+def _command(run_dirs: list[str]) -> list[dict]:
+    """The command on the parsed flags and the run folders."""
+    if not run_dirs:
+        raise UserError("give the run folders: python -m effssl_jax.report RUN_DIR [RUN_DIR ...]")
+    out = cli.OUT.value or "report"
+    rows = build_report(run_dirs, out, _BASELINE.value)
+    with open(os.path.join(out, "results.md")) as f:
         print(f.read().split("\n\n![")[0])
-    print(f"\nwrote {args.out}/results.md, results.csv, fig2_lr_momentum.png, "
+    print(f"\nwrote {out}/results.md, results.csv, fig2_lr_momentum.png, "
           "fig3_resolution_magnitude.png, knn_vs_cost.png")
     return rows
 
 
+def main(argv: list[str]) -> list[dict]:
+    """The command from Python: main([RUN_DIR, ..., "--out", DIR])."""
+    return _command(cli.parse(["effssl-report", *argv]))
+
+
 def console_main():
-    cli.run_main(main)
+    cli.run_app(_command, __name__, (cli.OUT,))
 
 
 if __name__ == "__main__":

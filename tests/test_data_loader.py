@@ -64,8 +64,9 @@ def test_prepare_round_trip_preserves_images_and_labels(tmp_path, image_folder):
     src = image_folder(per_class=4, to=tmp_path / "nette")  # conftest: {train,val}/{disk,ring}
     (src / "train" / "disk" / "zero.jpg").write_bytes(b"")
     out = tmp_path / "packed"
-    assert prepare.main(["--src", str(src), "--out", str(out), "--shard-size", "3",
-                         "--no-progress"]) == 0
+    result = prepare.main(["--src", str(src), "--out", str(out), "--shard_size", "3",
+                           "--noprogress"])
+    assert result["dir"] == str(out / "nette" / "1.0.0") and len(result["skipped"]) == 1
     version_dir = out / "nette" / "1.0.0"
     assert (version_dir / "dataset_info.json").exists()
     assert len(glob.glob(str(version_dir / "nette-train.array_record-*-of-00003"))) == 3

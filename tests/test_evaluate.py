@@ -39,16 +39,25 @@ def test_knn_equals_brute_force():
     assert (scores.argmax(1) == ref.argmax(1)).all()
 
 
-def test_knn_over_a_bank_sharded_on_8_devices_equals_brute_force():
+@pytest.mark.parametrize("k", [38, 50, 301])
+def test_knn_on_a_padded_bank_with_negative_similarities_equals_brute_force(k):
+    """301 bank rows on 8 devices: 38 a device, the last one holding 3 padding rows (zero
+    features, similarity 0). Every query is anti-aligned with the bank, so all its similarities
+    are negative and an unmasked padding row would outrank every real one; k is at least one
+    device's share, so each device offers all its rows (padding included) to the merged top k."""
     from jax.sharding import Mesh
     rng = np.random.default_rng(4)
-    train, queries = unit(rng.normal(size=(301, 16))), unit(rng.normal(size=(37, 16)))
+    direction = unit(rng.normal(size=(1, 16)))
+    train = unit(8 * direction + rng.normal(size=(301, 16)))
+    queries = unit(-8 * direction + rng.normal(size=(37, 16)))
+    assert (queries @ train.T < 0).all()
     labels = rng.integers(0, 7, 301)
-    mesh = Mesh(np.array(jax.devices()), ("data",))  # 38 rows a device (the last one padded)
-    scores = evaluate.knn_classify(train, labels, queries, k=50, temperature=0.1, num_classes=7,
-                                   chunk=16, mesh=mesh)  # k > a device's rows: merged top-k
-    np.testing.assert_allclose(scores, brute_force_knn(train, labels, queries, 50, 0.1, 7),
-                               rtol=2e-4)
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    assert mesh.size == 8 and 301 % mesh.size
+    scores = evaluate.knn_classify(train, labels, queries, k=k, temperature=0.1, num_classes=7,
+                                   chunk=16, mesh=mesh)
+    np.testing.assert_allclose(scores, brute_force_knn(train, labels, queries, k, 0.1, 7),
+                               rtol=2e-4, atol=1e-30)
 
 
 def test_knn_accuracy_on_clustered_features():
@@ -138,13 +147,14 @@ def test_offline_evaluation_of_a_workdir(tmp_path):
     assert knn[(5, 0.1)]["top1"] == pytest.approx(summary["knn_top1"])
     assert 0 <= record["linear"]["top1"] <= record["linear"]["top5"] <= 1
     assert record["linear"]["protocol"]["optimizer"].startswith("full-batch L-BFGS")
-    evaluate.main(["--workdir", workdir, "--protocol", "knn", "--knn", "3,0.5"])
+    evaluate.main(["--workdir", workdir, "--protocol=knn", "--option=knn.settings=((3, 0.5),)"])
     records = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert len(records) == 2 and "linear" not in records[1]
     assert [(r["k"], r["temperature"]) for r in records[1]["knn"]] == [(3, 0.5)]
     # SimSiam's linear protocol end to end: LARS on augmented images of the frozen backbone.
-    r = evaluate.main(["--workdir", workdir, "--protocol", "simsiam_linear", "--lincls-epochs",
-                       "2", "--lincls-batch-size", "16"])["simsiam_linear"]
+    r = evaluate.main(["--workdir", workdir, "--protocol=simsiam_linear",
+                       "--option=simsiam_linear.epochs=2", "--option=simsiam_linear.batch_size=16"]
+                      )["simsiam_linear"]
     assert 0 <= r["top1"] <= r["top5"] <= 1 and np.isfinite(r["final_loss"])
     p = r["protocol"]
     assert (p["batch_size"], p["epochs"], p["steps"]) == (16, 2, 2 * (64 // 16))

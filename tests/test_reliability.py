@@ -178,7 +178,7 @@ def test_valid_edges_pass():
 def _all_recipes():
     from configs import ablation
     names = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
-                   if f.endswith(".py") and f != "__init__.py")
+                   if f.endswith(".py") and f not in ("__init__.py", "common.py"))
     args = {name: [None] for name in names}
     args["quickstart"] += [n for n in names if n.endswith(("_baseline", "_f1clr"))]
     args["ablation"] = args["imagenette_ablation"] = list(ablation.ROWS)

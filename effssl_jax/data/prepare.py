@@ -1,6 +1,6 @@
 """Packs an image folder into the TFDS ArrayRecord layout, so that big folders read fast.
 
-    python -m effssl_jax.data.prepare --src FOLDER --out DIR [--name NAME] [--max-size 0]
+    python -m effssl_jax.data.prepare --src FOLDER --out DIR [--name NAME] [--max_size 0]
 
 FOLDER is `FOLDER/{train,val}/<class>/*.jpg` (splits named after the subfolders: train, val,
 validation, test), `FOLDER/<class>/*.jpg` (one split, train) or a flat `FOLDER/*.jpg` (unlabelled).
@@ -8,18 +8,19 @@ The result, `DIR/NAME/1.0.0/` (NAME-SPLIT.array_record-XXXXX-of-YYYYY shards, da
 features.json), is a regular TFDS dataset: `tfds.data_source`/`tfds.builder_from_directory` read it
 without TensorFlow, and training reads it with `--config.dataset=folder:DIR`. Every file is decoded
 once on the way in; undecodable ones are skipped, counted and logged with their path. Encoded bytes
-are stored as they are (no re-encoding) unless --max-size shrinks images whose shorter side is
+are stored as they are (no re-encoding) unless --max_size shrinks images whose shorter side is
 larger (re-encoded as JPEG, quality 90).
 """
 from __future__ import annotations
 
-import argparse
 import io
 import logging
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from absl import flags
+
+from effssl_jax import cli
 from effssl_jax.data import datasets, folder
 from effssl_jax.data.errors import DataError
 
@@ -157,29 +158,38 @@ def prepare(src: str, out: str, name: str | None = None, shard_size: int = 10000
     return {"dir": version_dir, "splits": counts, "skipped": skipped}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", required=True, help="image folder (see module docstring)")
-    parser.add_argument("--out", required=True, help="output data_dir")
-    parser.add_argument("--name", default=None, help="dataset name (default: --src's basename)")
-    parser.add_argument("--shard-size", type=int, default=10000, help="examples per shard")
-    parser.add_argument("--threads", type=int, default=0, help="decode threads (0: CPUs)")
-    parser.add_argument("--max-size", type=int, default=0,
-                        help="shrink images whose shorter side exceeds this (0: keep bytes)")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+_SRC = flags.DEFINE_string("src", None, "Image folder (see the module's docstring).")
+_NAME = flags.DEFINE_string("name", None, "Dataset name (default: --src's basename).")
+_SHARD_SIZE = flags.DEFINE_integer("shard_size", 10000, "Examples per shard.")
+_THREADS = flags.DEFINE_integer("threads", 0, "Decode threads (0: CPUs).")
+_MAX_SIZE = flags.DEFINE_integer("max_size", 0, "Shrink images whose shorter side exceeds this "
+                                 "(0: keep the bytes).")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def _command(positional: list[str]) -> dict:
+    """The command on the parsed flags (cli.py: --out, the data_dir)."""
+    cli.flags_only(positional)
+    if not _SRC.value or not cli.OUT.value:
+        raise DataError("give --src FOLDER and --out DIR (python -m effssl_jax.data.prepare "
+                        "--help)")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        result = prepare(args.src, args.out, args.name, args.shard_size, args.threads,
-                         args.max_size, progress=not args.no_progress)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = prepare(_SRC.value, cli.OUT.value, _NAME.value, _SHARD_SIZE.value, _THREADS.value,
+                     _MAX_SIZE.value, progress=_PROGRESS.value)
     counts = ", ".join(f"{s} {n}" for s, n in result["splits"].items())
     print(f"wrote {result['dir']}: {counts}; skipped {len(result['skipped'])} undecodable "
-          f"file(s)\ntrain with --config.dataset=folder:{os.path.abspath(args.out)}")
-    return 0
+          f"file(s)\ntrain with --config.dataset=folder:{os.path.abspath(cli.OUT.value)}")
+    return result
+
+
+def main(argv: list[str]) -> dict:
+    """The command from Python: main(["--src", FOLDER, "--out", DIR])."""
+    return _command(cli.parse(["effssl-prepare", *argv]))
+
+
+def console_main():
+    cli.run_app(_command, __name__, (cli.OUT,))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

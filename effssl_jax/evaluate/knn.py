@@ -1,6 +1,7 @@
 """Weighted kNN classification on L2-normalised features (Wu et al. 2018, as solo-learn and
 SimSiam's monitor use it): each of the k most cosine-similar bank features votes for its class
-with weight exp(similarity / T)."""
+with weight exp(similarity / T). `KnnEvaluator` is the `knn` protocol of the evaluate command and
+the train loop's monitor (online.py)."""
 from __future__ import annotations
 
 import functools
@@ -11,7 +12,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from effssl_jax.data import datasets
 from effssl_jax.data.device_loader import upload
+from effssl_jax.evaluate.base import Evaluator, Inputs
 
 SOLO_LEARN_KNN = (20, 0.07)  # solo-learn's setting, reported next to the configured one
 
@@ -82,3 +85,42 @@ def topk_accuracy(scores, labels, ks=(1, 5)) -> dict[str, float]:
 def knn_accuracy(train_features, train_labels, query_features, query_labels, **kw) -> float:
     scores = knn_classify(train_features, train_labels, query_features, **kw)
     return topk_accuracy(scores, query_labels, ks=(1,))["top1"]
+
+
+class KnnEvaluator(Evaluator):
+    """Weighted kNN of the eval split's features against the bank's, top-1 and top-5, at each
+    (k, T) of `settings` (default: the config's, then solo-learn's SOLO_LEARN_KNN). Its result
+    is a list with one record per setting."""
+    name = "knn"
+    options = {"settings": ()}  # ((k, temperature), ...)
+    columns = (("knn_offline_top1_%", "kNN offline (%)"),)
+
+    def run(self, inputs: Inputs) -> list[dict]:
+        e = self.config.eval
+        settings = [tuple(s) for s in self.settings["settings"]] or list(dict.fromkeys(
+            [(e.knn_k, e.knn_temperature), SOLO_LEARN_KNN]))
+        bank, queries = inputs.features()
+        bank_x, query_x = (s.features if s.normalized else s.features / np.maximum(
+            np.linalg.norm(s.features, axis=1, keepdims=True), 1e-12)  # as l2_normalize
+            for s in (bank, queries))
+        bank_split = datasets.info_for(self.config.dataset).bank_split
+        out = []
+        for k, temperature in settings:
+            scores = knn_classify(bank_x, bank.labels, query_x, k=k, temperature=temperature,
+                                  num_classes=bank.num_classes, mesh=inputs.exp.mesh)
+            out.append({"k": k, "temperature": temperature, "weighting": "exp(cos/T)",
+                        "memory_bank": f"{bank_split} split",
+                        **topk_accuracy(scores, queries.labels)})
+        return out
+
+    @classmethod
+    def describe(cls, result) -> str:
+        return "\n".join(f"kNN k={r['k']} T={r['temperature']:g}: top-1 {100 * r['top1']:.2f}%, "
+                         f"top-5 {100 * r['top5']:.2f}%" for r in result)
+
+    @classmethod
+    def cells(cls, result, config) -> dict[str, float]:
+        """Top-1 at the run's own k and T (else the first setting)."""
+        own = [r for r in result if (r["k"], r["temperature"]) ==
+               (config["eval"]["knn_k"], config["eval"]["knn_temperature"])]
+        return {"knn_offline_top1_%": (own or result)[0]["top1"]}

@@ -1,5 +1,5 @@
-"""SimSiam's linear-evaluation protocol on the frozen backbone (`--protocol simsiam_linear`): the
-number the paper's Table 1 reports on ImageNet.
+"""SimSiam's linear-evaluation protocol on the frozen backbone (`SimSiamLinear`: `--protocol
+simsiam_linear`): the number the paper's Table 1 reports on ImageNet.
 
 From SimSiam's main_lincls.py and optimizer.py (facebookresearch/simsiam; Chen & He 2021, App. A):
 a linear classifier (weights N(0, 0.01), bias 0) on the backbone's pooled features, the backbone
@@ -28,14 +28,24 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from effssl_jax import augment, run_log
-from effssl_jax.data import canvas, decode, folder, pipeline, sources
+from effssl_jax import augment, optim, run_log, schedules
+from effssl_jax.data import canvas, datasets, decode, folder, pipeline, sources
 from effssl_jax.data.order import Sampler
+from effssl_jax.evaluate.base import Evaluator, Inputs
 from effssl_jax.evaluate.features import make_feature_fn, stream_features
 from effssl_jax.evaluate.knn import topk_accuracy
 
 SIMSIAM_LINEAR = dict(batch_size=4096, base_lr=0.02, epochs=90, momentum=0.9, weight_decay=0.0,
                       trust_coefficient=0.001, crop_scale=(0.08, 1.0), init_std=0.01, seed=0)
+
+
+def _bank_size(config) -> tuple[int, int]:
+    """(examples, classes) of the bank split, read from its source, not decoded."""
+    classes = datasets.info_for(config.dataset).num_classes
+    if config.dataset == "synthetic":  # the bank is the generated train split
+        return config.synthetic_train_size, classes
+    source = sources.open_source(config, "bank")
+    return len(source), max(classes or source.num_classes or 1, 1)
 
 
 def _labelled_batches(config, size: canvas.HostSize, sampler: Sampler, total_steps: int):
@@ -75,7 +85,7 @@ def _train_step(net, tx, resolution: int, crop_scale, dtype, mesh):
             net.apply(variables, x, method=net.features).astype(jnp.float32))
 
         def loss_fn(head):
-            logits = features @ head["w"] + head["b"]
+            logits = features @ head["kernel"] + head["bias"]
             ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
             valid = labels >= 0
             return jnp.sum(jnp.where(valid, ce, 0.0)) / jnp.maximum(valid.sum(), 1)
@@ -94,7 +104,7 @@ def simsiam_linear(exp, variables, eval_res: int, **options) -> dict:
     override SIMSIAM_LINEAR (e.g. fewer epochs for a quick look)."""
     o = {**SIMSIAM_LINEAR, **options}
     config, mesh = exp.config, exp.mesh
-    _, num_train, num_classes = pipeline.stream_split(config, "bank", eval_res)  # sizes only
+    num_train, num_classes = _bank_size(config)
     # RandomResizedCrop's default ratios (3/4 to 4/3), as main_lincls.py uses them.
     host_size = canvas.host_size(eval_res, o["crop_scale"][0], 4 / 3, config.data.canvas_aspect,
                                  config.image_size)
@@ -102,20 +112,21 @@ def simsiam_linear(exp, variables, eval_res: int, **options) -> dict:
     steps_per_epoch = num_train // batch_size
     total = o["epochs"] * steps_per_epoch
     lr = o["base_lr"] * batch_size / 256
-    # SimSiam's schedule: cosine over epochs, set at the start of each epoch.
-    schedule = lambda step: lr * 0.5 * (1 + jnp.cos(jnp.pi * (step // steps_per_epoch)
-                                                    / o["epochs"]))
-    tx = optax.lars(schedule, weight_decay=o["weight_decay"], momentum=o["momentum"],
-                    trust_coefficient=o["trust_coefficient"],
-                    trust_ratio_mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p),
-                    weight_decay_mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p))
+    # SimSiam's schedule: a cosine over the epochs, set at the start of each epoch.
+    per_epoch = schedules.cosine_schedule(lr, o["epochs"])
+    # Weight decay and LARS's trust ratio on the kernel, not the bias (optim.py's mask).
+    kernel = functools.partial(optim.decay_mask, decay_bn_and_bias=False)
+    tx = optax.lars(lambda step: per_epoch(step // steps_per_epoch),
+                    weight_decay=o["weight_decay"], momentum=o["momentum"],
+                    trust_coefficient=o["trust_coefficient"], trust_ratio_mask=kernel,
+                    weight_decay_mask=kernel)
     net = exp.method.net
     dim = int(jax.eval_shape(
         lambda v: net.apply(v, jnp.zeros((1, eval_res, eval_res, 3), exp.dtype),
                             method=net.features), variables).shape[-1])
     key = jax.random.key(o["seed"])
-    head = {"w": o["init_std"] * jax.random.normal(key, (dim, num_classes), jnp.float32),
-            "b": jnp.zeros((num_classes,), jnp.float32)}
+    head = {"kernel": o["init_std"] * jax.random.normal(key, (dim, num_classes), jnp.float32),
+            "bias": jnp.zeros((num_classes,), jnp.float32)}
     opt_state = tx.init(head)
     step_fn = _train_step(net, tx, eval_res, tuple(o["crop_scale"]), exp.dtype, mesh)
     sampler = Sampler(num_train, batch_size, o["seed"], jax.process_index(), jax.process_count())
@@ -141,7 +152,7 @@ def simsiam_linear(exp, variables, eval_res: int, **options) -> dict:
     x, y = stream_features(fn, variables, chunks, num_local, eval_res, config.eval.batch_size,
                            mesh)
     head = jax.device_get(head)
-    scores = x @ head["w"] + head["b"]
+    scores = x @ head["kernel"] + head["bias"]
     return {**topk_accuracy(scores, y), "final_loss": float(loss) if loss is not None else None,
             "protocol": {"source": "SimSiam main_lincls.py (facebookresearch/simsiam)",
                          "optimizer": f"LARS (momentum {o['momentum']:g}, trust coefficient "
@@ -153,3 +164,24 @@ def simsiam_linear(exp, variables, eval_res: int, **options) -> dict:
                                                f"{o['crop_scale'][0]:g}-{o['crop_scale'][1]:g})"
                                                " + horizontal flip",
                          "steps": total, "fit_s": round(fit_s, 2)}}
+
+
+class SimSiamLinear(Evaluator):
+    """simsiam_linear() of the checkpoint's backbone; `options` are SIMSIAM_LINEAR (e.g. fewer
+    epochs or a smaller batch for a quick look)."""
+    name = "simsiam_linear"
+    options = SIMSIAM_LINEAR
+    columns = (("simsiam_linear_top1_%", "SimSiam linear top-1 (%)"),)
+
+    def run(self, inputs: Inputs) -> dict:
+        return simsiam_linear(inputs.exp, inputs.variables, inputs.resolution, **self.settings)
+
+    @classmethod
+    def describe(cls, result) -> str:
+        p = result["protocol"]
+        return (f"SimSiam linear protocol ({p['epochs']} epochs, batch {p['batch_size']}): "
+                f"top-1 {100 * result['top1']:.2f}%, top-5 {100 * result['top5']:.2f}%")
+
+    @classmethod
+    def cells(cls, result, config) -> dict[str, float]:
+        return {"simsiam_linear_top1_%": result["top1"]}

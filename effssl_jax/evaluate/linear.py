@@ -2,7 +2,8 @@
 L2 penalty chosen on a held-out part of the train split, then refitted on the whole train split;
 fitted by full-batch L-BFGS (optax.lbfgs with its zoom line search: exact, but all features on one
 device) or by minibatch SGD (`optimizer="sgd"`: the features stay on the host and each step puts
-one minibatch on the devices, so memory is bounded at any dataset size)."""
+one minibatch on the devices, so memory is bounded at any dataset size). `LinearProbe` is the
+`linear` protocol of the evaluate command."""
 from __future__ import annotations
 
 import functools
@@ -15,6 +16,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from effssl_jax.evaluate.base import Evaluator, Inputs
 from effssl_jax.evaluate.knn import topk_accuracy
 
 LINEAR_PROBE_DEFAULTS = dict(l2_grid=(1e-2, 1e-3, 1e-4, 1e-5, 0.0), val_fraction=0.2,
@@ -162,3 +164,27 @@ def linear_probe(train_x, train_y, eval_x, eval_y, num_classes: int | None = Non
             "fit_s": round(fit_s, 3),
         },
     }
+
+
+class LinearProbe(Evaluator):
+    """linear_probe() of the eval split's features, trained on the bank's; `options` are
+    LINEAR_PROBE_DEFAULTS (e.g. optimizer='sgd')."""
+    name = "linear"
+    options = LINEAR_PROBE_DEFAULTS
+    columns = (("linear_top1_%", "linear top-1 (%)"), ("linear_top5_%", "linear top-5 (%)"))
+
+    def run(self, inputs: Inputs) -> dict:
+        bank, queries = inputs.features()
+        return linear_probe(bank.features, bank.labels, queries.features, queries.labels,
+                            bank.num_classes, **self.settings)
+
+    @classmethod
+    def describe(cls, result) -> str:
+        p = result["protocol"]
+        return (f"linear probe ({p['optimizer'].split(' (')[0]}, l2={p['l2']:g}, "
+                f"{p['iterations']} iterations): top-1 {100 * result['top1']:.2f}%, "
+                f"top-5 {100 * result['top5']:.2f}%")
+
+    @classmethod
+    def cells(cls, result, config) -> dict[str, float]:
+        return {"linear_top1_%": result["top1"], "linear_top5_%": result["top5"]}

@@ -1,32 +1,37 @@
-"""The evaluate command: kNN and linear-probe accuracy of a workdir's checkpoint.
+"""The evaluate command: the registered evaluators (registry.py) on a workdir's checkpoint.
 
-    python -m effssl_jax.evaluate --workdir DIR [--protocol knn|linear|all] [--step N]
-        [--distributed]
+    python -m effssl_jax.evaluate --workdir DIR [--protocol knn,linear] [--step N]
+        [--option NAME.KEY=VALUE ...] [--distributed]
 
-extracts centre-cropped backbone features of the labelled bank split (kNN memory bank / probe
-training set: the train split, or STL-10's labelled train split) and the eval split once, runs
-the requested protocols and appends one record to DIR/eval.json. The splits are streamed: decoded
-a chunk at a time, each host decoding its share, so memory holds the features, not the images;
-the kNN shards the bank over the devices (knn.py).
+restores the checkpoint with the config the run was trained with and runs each protocol on it;
+those that read features share one extraction of the labelled bank split (kNN memory bank / probe
+training set: the train split, or STL-10's labelled train split) and the eval split. The splits
+are streamed: decoded a chunk at a time, each host decoding its share, so memory holds the
+features, not the images; the kNN shards the bank over the devices (knn.py). One record is
+appended to DIR/eval.json, each protocol's result under its name.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import datetime
 import json
 import os
-import time
 
 import jax
-import numpy as np
+from absl import flags
 
-from effssl_jax import cli, config_schema, distributed, experiment, run_log
-from effssl_jax.data import datasets, pipeline
-from effssl_jax.evaluate import lincls
+from effssl_jax import cli, config_schema, experiment, run_log
+from effssl_jax.data import pipeline
+from effssl_jax.evaluate import registry
+from effssl_jax.evaluate.base import Inputs, SplitFeatures
 from effssl_jax.evaluate.features import make_feature_fn, stream_features
-from effssl_jax.evaluate.knn import SOLO_LEARN_KNN, knn_classify, topk_accuracy
-from effssl_jax.evaluate.linear import linear_probe
+
+_PROTOCOL = flags.DEFINE_list("protocol", list(registry.DEFAULT), "The evaluators to run, comma "
+                              "separated: knn, linear, simsiam_linear (SimSiam's linear "
+                              "evaluation: LARS, 90 epochs, augmented) or any registered one.")
+_OPTION = flags.DEFINE_multi_string("option", [], "An evaluator's option, NAME.KEY=VALUE "
+                                    "(repeatable), e.g. knn.settings='((20, 0.07),)', "
+                                    "linear.optimizer=sgd, simsiam_linear.epochs=10; each "
+                                    "evaluator's `options` hold the keys and defaults.")
 
 
 def append_eval_record(workdir: str, record: dict) -> None:
@@ -46,32 +51,6 @@ def read_eval_records(workdir: str) -> list[dict]:
         return json.load(f)
 
 
-def _knn_records(config, bank, bank_x, eval_split, eval_x, settings, mesh) -> list[dict]:
-    settings = settings or list(dict.fromkeys(
-        [(config.eval.knn_k, config.eval.knn_temperature), SOLO_LEARN_KNN]))
-    bank_x, eval_x = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-                      for x in (bank_x, eval_x))  # as methods.base.l2_normalize
-    bank_split = datasets.info_for(config.dataset).bank_split
-    out = []
-    for k, temperature in settings:
-        scores = knn_classify(bank_x, bank.labels, eval_x, k=k, temperature=temperature,
-                              num_classes=bank.num_classes, mesh=mesh)
-        out.append({"k": k, "temperature": temperature, "weighting": "exp(cos/T)",
-                    "memory_bank": f"{bank_split} split",
-                    **topk_accuracy(scores, eval_split.labels)})
-    return out
-
-
-@dataclasses.dataclass
-class SplitFeatures:
-    features: np.ndarray  # float32 [N, D]
-    labels: np.ndarray  # int32 [N]
-    num_classes: int
-
-    def __len__(self):
-        return len(self.labels)
-
-
 def _features(config, split: str, resolution: int, fn, variables, mesh) -> SplitFeatures:
     """A split's features, streamed (pipeline.stream_split), with a progress line."""
     chunks, num_local, num_classes = pipeline.stream_split(
@@ -82,19 +61,20 @@ def _features(config, split: str, resolution: int, fn, variables, mesh) -> Split
     return SplitFeatures(x, labels, num_classes)
 
 
-def evaluate_workdir(workdir: str, protocols=("knn", "linear"), step: int | None = None,
-                     knn_settings=None, probe_options=None, write: bool = True,
-                     lincls_options=None) -> dict:
-    """Evaluates WORKDIR's checkpoint with the given protocols (knn, linear, simsiam_linear);
-    appends the record to WORKDIR/eval.json (write=True) and returns it. knn_settings:
-    [(k, temperature), ...] (default: the config's, then solo-learn's k=20, T=0.07);
-    lincls_options override lincls.SIMSIAM_LINEAR."""
+def evaluate_workdir(workdir: str, protocols=registry.DEFAULT, step: int | None = None,
+                     options: dict | None = None, write: bool = True) -> dict:
+    """Runs the evaluators named in `protocols` on WORKDIR's checkpoint (the latest, or `step`);
+    appends the record to WORKDIR/eval.json (write=True) and returns it. options: {name: {key:
+    value}} overriding each evaluator's `options`."""
+    evaluators = [registry.get(name) for name in protocols]  # an unknown name: before restoring
     config = config_schema.from_workdir(workdir)
     experiment.enable_dtype(config.dtype)
     eval_res = experiment.eval_resolution(config)
-    num_pretrain = pipeline.num_train_examples(config)
-    exp, state, ckpt_step = experiment.restore(workdir, step, num_pretrain)
+    exp, state, ckpt_step = experiment.restore(workdir, step, pipeline.num_train_examples(config))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
+    fn = make_feature_fn(exp.method.net, exp.mesh, exp.dtype, normalize=False)
+    inputs = Inputs(config, exp, variables, eval_res, lambda: tuple(
+        _features(config, split, eval_res, fn, variables, exp.mesh) for split in ("bank", "eval")))
     record = {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint_step": ckpt_step, "epoch": exp.plan.epoch(ckpt_step),
@@ -102,99 +82,45 @@ def evaluate_workdir(workdir: str, protocols=("knn", "linear"), step: int | None
         "features": f"backbone, eval-mode BN, shorter side resized to "
                     f"{round(eval_res / config.eval.crop_fraction)} px, centre crop {eval_res} px",
     }
-    if {"knn", "linear"} & set(protocols):  # on features extracted once
-        fn = make_feature_fn(exp.method.net, exp.mesh, exp.dtype, normalize=False)
-        t0 = time.perf_counter()
-        bank, eval_split = (_features(config, split, eval_res, fn, variables, exp.mesh)
-                            for split in ("bank", "eval"))
-        bank_x, eval_x = bank.features, eval_split.features
-        record.update(num_train=len(bank), num_eval=len(eval_split),
-                      num_classes=bank.num_classes, feature_dim=int(bank_x.shape[1]),
-                      feature_s=round(time.perf_counter() - t0, 2))
-    if "knn" in protocols:
-        record["knn"] = _knn_records(config, bank, bank_x, eval_split, eval_x, knn_settings,
-                                     exp.mesh)
-    if "linear" in protocols:
-        record["linear"] = linear_probe(bank_x, bank.labels, eval_x, eval_split.labels,
-                                        bank.num_classes, **(probe_options or {}))
-    if "simsiam_linear" in protocols:
-        record["simsiam_linear"] = lincls.simsiam_linear(exp, variables, eval_res,
-                                                         **(lincls_options or {}))
+    results = {cls.name: cls(config, **(options or {}).get(cls.name, {})).run(inputs)
+               for cls in evaluators}
+    if inputs.feature_s is not None:
+        bank, queries = inputs.features()
+        record.update(num_train=len(bank), num_eval=len(queries), num_classes=bank.num_classes,
+                      feature_dim=int(bank.features.shape[1]), feature_s=inputs.feature_s)
+    record.update(results)
     if write and jax.process_index() == 0:
         append_eval_record(workdir, record)
     return record
 
 
 def describe(record: dict) -> str:
+    """The lines the command prints: the checkpoint, then each evaluator's result."""
     lines = [f"checkpoint step {record['checkpoint_step']} (epoch {record['epoch']:g})" + (
         f", {record['num_train']} train / {record['num_eval']} eval images"
         if "num_train" in record else "")]
-    for r in record.get("knn", []):
-        lines.append(f"kNN k={r['k']} T={r['temperature']:g}: top-1 {100 * r['top1']:.2f}%, "
-                     f"top-5 {100 * r['top5']:.2f}%")
-    if "simsiam_linear" in record:
-        r = record["simsiam_linear"]
-        lines.append(f"SimSiam linear protocol ({r['protocol']['epochs']} epochs, batch "
-                     f"{r['protocol']['batch_size']}): top-1 {100 * r['top1']:.2f}%, "
-                     f"top-5 {100 * r['top5']:.2f}%")
-    if "linear" in record:
-        r = record["linear"]
-        lines.append(f"linear probe ({r['protocol']['optimizer'].split(' (')[0]}, "
-                     f"l2={r['protocol']['l2']:g}, {r['protocol']['iterations']} iterations): "
-                     f"top-1 {100 * r['top1']:.2f}%, "
-                     f"top-5 {100 * r['top5']:.2f}%")
+    lines += [cls.describe(record[name]) for name, cls in registry.EVALUATORS.items()
+              if name in record]
     return "\n".join(lines)
 
 
-def _knn_setting(text: str) -> tuple[int, float]:
-    try:
-        k, temperature = text.split(",")
-        return int(k), float(temperature)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not K,T (e.g. 20,0.07)") from None
-
-
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="effssl-evaluate",
-        description="kNN and linear-probe accuracy of a run's checkpoint; appends to "
-                    "WORKDIR/eval.json")
-    parser.add_argument("--workdir", required=True, help="the run's folder")
-    parser.add_argument("--protocol", choices=("knn", "linear", "all", "simsiam_linear"),
-                        default="all", help="all: knn and linear; simsiam_linear: SimSiam's "
-                        "linear evaluation on the frozen backbone (LARS, 90 epochs, augmented)")
-    parser.add_argument("--lincls-epochs", type=int, default=None,
-                        help="simsiam_linear: epochs (default 90)")
-    parser.add_argument("--lincls-batch-size", type=int, default=None,
-                        help="simsiam_linear: batch (default 4096; lr scales with it)")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    parser.add_argument("--knn", action="append", default=None, metavar="K,T", type=_knn_setting,
-                        help="kNN setting, repeatable (default: the config's and 20,0.07)")
-    parser.add_argument("--probe", choices=("lbfgs", "sgd"), default="lbfgs",
-                        help="the linear probe's optimizer: full-batch L-BFGS (exact; the "
-                             "features on one device) or minibatch SGD (memory bounded)")
-    parser.add_argument("--distributed", action="store_true",
-                        help="several hosts: every host runs the same command (docs/multi_host.md)")
-    parser.add_argument("--coordinator_address", default=None,
-                        help="with --distributed: process 0's HOST:PORT (default: detected)")
-    parser.add_argument("--num_processes", type=int, default=None,
-                        help="with --distributed: the number of processes (default: detected)")
-    parser.add_argument("--process_id", type=int, default=None,
-                        help="with --distributed: this process's id (default: detected)")
-    args = parser.parse_args(argv)
-    if args.distributed:
-        distributed.initialize(coordinator_address=args.coordinator_address,
-                               num_processes=args.num_processes, process_id=args.process_id)
-    protocols = ("knn", "linear") if args.protocol == "all" else (args.protocol,)
-    lincls_options = {k: v for k, v in (("epochs", args.lincls_epochs),
-                                        ("batch_size", args.lincls_batch_size)) if v}
-    record = evaluate_workdir(args.workdir, protocols, args.step, args.knn,
-                              {"optimizer": args.probe}, lincls_options=lincls_options)
-    if distributed.is_main_process():
+def _command(positional: list[str]) -> dict:
+    """The command on the parsed flags."""
+    cli.flags_only(positional)
+    cli.initialize_distributed()
+    workdir = cli.workdir()
+    record = evaluate_workdir(workdir, _PROTOCOL.value, cli.STEP.value,
+                              registry.parse_options(_OPTION.value))
+    if jax.process_index() == 0:
         print(describe(record), flush=True)
-        print(f"appended to {os.path.join(args.workdir, 'eval.json')}", flush=True)
+        print(f"appended to {os.path.join(workdir, 'eval.json')}", flush=True)
     return record
 
 
+def main(argv: list[str]) -> dict:
+    """The command from Python: main(["--workdir", DIR, "--protocol", "knn"])."""
+    return _command(cli.parse(["effssl-evaluate", *argv]))
+
+
 def console_main():
-    cli.run_main(main)
+    cli.run_app(_command, __name__, (cli.WORKDIR, cli.STEP, *cli.MULTI_HOST))
