@@ -15,13 +15,12 @@ import argparse
 import dataclasses
 import datetime
 import json
-import os
 import time
 
 import jax
 import numpy as np
 
-from effssl_jax import cli, config_schema, distributed, experiment, run_log
+from effssl_jax import cli, config_schema, distributed, experiment, run_log, storage
 from effssl_jax.data import datasets, pipeline
 from effssl_jax.evaluate import lincls
 from effssl_jax.evaluate.features import make_feature_fn, stream_features
@@ -30,20 +29,15 @@ from effssl_jax.evaluate.linear import linear_probe
 
 
 def append_eval_record(workdir: str, record: dict) -> None:
-    path = os.path.join(workdir, "eval.json")
-    records = read_eval_records(workdir)
-    records.append(record)
-    with open(path + ".tmp", "w") as f:
-        json.dump(records, f, indent=2)
-    os.replace(path + ".tmp", path)
+    """Rewrites WORKDIR/eval.json whole with `record` added (never seen half-written)."""
+    run_log.write_json(storage.join(workdir, "eval.json"), read_eval_records(workdir) + [record])
 
 
 def read_eval_records(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "eval.json")
-    if not os.path.exists(path):
+    try:
+        return json.loads(storage.read_text(storage.join(workdir, "eval.json")))
+    except FileNotFoundError:
         return []
-    with open(path) as f:
-        return json.load(f)
 
 
 def _knn_records(config, bank, bank_x, eval_split, eval_x, settings, mesh) -> list[dict]:
@@ -192,7 +186,7 @@ def main(argv=None) -> dict:
                               {"optimizer": args.probe}, lincls_options=lincls_options)
     if distributed.is_main_process():
         print(describe(record), flush=True)
-        print(f"appended to {os.path.join(args.workdir, 'eval.json')}", flush=True)
+        print(f"appended to {storage.join(args.workdir, 'eval.json')}", flush=True)
     return record
 
 
