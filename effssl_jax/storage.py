@@ -170,6 +170,18 @@ def files_under(root) -> list[str]:
         return [f[len(prefix):] for f in fs.find(p) if f.startswith(prefix)]
 
 
+def glob(root, pattern: str) -> list[str]:
+    """The paths under `root` (taken literally) that match the glob `pattern`, sorted."""
+    root = str(root)
+    if not is_remote(root):
+        import glob as glob_lib
+        return sorted(glob_lib.glob(os.path.join(glob_lib.escape(root), pattern)))
+    with _errors(root, "list"):
+        fs, p = _fs(root)
+        scheme = root.split("://", 1)[0]
+        return sorted(f"{scheme}://{f}" for f in fs.glob(posixpath.join(p, pattern)))
+
+
 def read_bytes(path) -> bytes:
     path = str(path)
     if not is_remote(path):
