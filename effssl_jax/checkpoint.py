@@ -71,6 +71,7 @@ class Checkpointer:
         self._saving: int | None = None  # the step of the last save started
         if not create and not storage.isdir(self.directory):
             raise _no_checkpoint(self.directory)
+        storage.refresh(self.directory)  # orbax lists it next
         self._manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create))
 
@@ -167,6 +168,7 @@ class Checkpointer:
                   f"{storage.join(self.workdir, DAMAGED)}", flush=True)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("effssl_jax: damaged checkpoints set aside")
+        storage.refresh(self.directory)
         self._manager.reload()
 
     def close(self) -> None:

@@ -58,12 +58,21 @@ def absolute(path) -> str:
 
 
 def _fs(path: str):
-    """(fsspec filesystem, the path as it names it), its listing cache dropped: the objects may
-    have been changed by another process since it was filled."""
+    """(fsspec filesystem, the path as it names it), the listing caches of every instance of its
+    kind dropped (orbax's epath keeps its own instance): the objects may have been changed by
+    another process, or through another instance, since they were filled."""
     import fsspec
     fs, stripped = fsspec.core.url_to_fs(path)
-    fs.invalidate_cache()
+    for instance in {id(fs): fs, **getattr(type(fs), "_cache", {})}.values():
+        instance.invalidate_cache()
     return fs, stripped
+
+
+def refresh(path) -> None:
+    """Drops what this process has cached of listings in `path`'s store (fsspec's, orbax's too):
+    for a reader about to list what another process, or `move`, has changed."""
+    if is_remote(path):
+        _fs(str(path))
 
 
 def _bucket(path: str) -> str:
