@@ -68,9 +68,8 @@ def load_run(workdir: str) -> Run:
     if config is None:
         raise UserError(f"{workdir}/config.json not found: not a run directory (give the folders "
                         "that launch.py trained into)")
-    metrics = run_log.read_metrics(workdir) if run_log.has_metrics(workdir) else []
     summary = _read_json(storage.join(workdir, "summary.json"), {})
-    return Run(workdir, storage.basename(workdir), config, summary, metrics,
+    return Run(workdir, storage.basename(workdir), config, summary, run_log.read_metrics(workdir),
                _read_json(storage.join(workdir, "eval.json"), []))
 
 

@@ -113,17 +113,13 @@ def _fold(parts: list[tuple[str, str]]) -> list[dict]:
 
 def read_metrics(workdir: str) -> list[dict]:
     """The records of WORKDIR/metrics.jsonl (a last line cut short is dropped, as on resume); in a
-    bucket, of its parts."""
+    bucket, of its parts; [] if there are none."""
     if storage.is_remote(workdir):
         parts = storage.join(workdir, METRICS_PARTS)
         return _fold([(name, storage.read_text(storage.join(parts, name)))
                       for name in storage.listdir(parts)])
-    return [record for _, record in MetricsLog._records(os.path.join(workdir, METRICS))]
-
-
-def has_metrics(workdir: str) -> bool:
-    return storage.exists(storage.join(
-        workdir, METRICS_PARTS if storage.is_remote(workdir) else METRICS))
+    path = os.path.join(workdir, METRICS)
+    return [record for _, record in MetricsLog._records(path)] if os.path.exists(path) else []
 
 
 def write_json(path: str, obj) -> None:

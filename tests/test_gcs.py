@@ -86,6 +86,7 @@ def test_a_crash_loses_only_the_metrics_since_the_last_flush(bucket):
     resumed.close()
     assert run_log.read_metrics(workdir) == [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.4}]
     assert not storage.exists(f"{workdir}/metrics.jsonl")  # no object is rewritten
+    assert run_log.read_metrics(f"{bucket}/no-run") == []
 
 
 def test_lock_in_a_bucket_refuses_a_live_holder_and_takes_over_a_dead_one(bucket):
