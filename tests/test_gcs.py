@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import test_launch
 import test_multihost
+from runs import tiny_run
 from test_launch import RESUME_ARGS, launch
 from test_multihost import RUN, finish, start
 from test_reliability import _dead_pid, _diverging_config
@@ -130,12 +131,14 @@ def test_refused_requests_are_one_line_naming_the_fix(monkeypatch, raised, named
 # --- A launch.py run in the bucket: refused twin, SIGKILL, SIGTERM, exact resume ---------------
 
 
-@pytest.fixture(scope="module")
-def interrupted(bucket):
+def test_a_bucket_run_refuses_a_twin_and_resumes_exactly_after_sigkill_and_sigterm(
+        bucket, uninterrupted):
     """A 16-step launch.py run in the bucket, stopped (SIGSTOP) once its step-4 checkpoint is
     committed while a second launch on the same workdir is refused, then SIGKILLed; resumed and
-    preempted (SIGTERM) at a random step past 8; resumed again to the end. Returns (workdir,
-    the refused launch, the preempted run's exit code and step, the last launch)."""
+    preempted (SIGTERM) at a random step past 8; resumed again to the end: its losses are the
+    uninterrupted local run's, step for step. (One test, not several over a module fixture: under
+    xdist each worker has its own emulator, and would make the run again.)"""
+    from effssl_jax.preemption import EXIT_PREEMPTED
     workdir = f"{bucket}/interrupted"
     first = launch(workdir, *RESUME_ARGS, wait=False)
     try:
@@ -143,46 +146,37 @@ def interrupted(bucket):
               "its step-4 checkpoint")
         first.send_signal(signal.SIGSTOP)
         refused = launch(workdir, *RESUME_ARGS)
-        holder = json.loads(storage.read_text(f"{workdir}/.lock"))
-        assert holder["pid"] == first.pid
+        assert json.loads(storage.read_text(f"{workdir}/.lock"))["pid"] == first.pid
     finally:
         first.kill()
         first.wait()
+    errors = [s for s in refused.stderr.splitlines() if s.startswith("error:")]
+    assert refused.returncode == 2 and len(errors) == 1, refused.stderr[-3000:]
+    assert f"in use by pid {first.pid} on {socket.gethostname()}" in errors[0]
+
     at = random.Random().choice([9, 10, 11, 13, 14, 15])
     second = launch(workdir, *RESUME_ARGS, wait=False)
     try:
         _wait(lambda: any(s >= at for s in _losses(workdir)), second, f"step {at}")
         second.send_signal(signal.SIGTERM)
-        code = second.wait(timeout=120)
+        assert second.wait(timeout=120) == EXIT_PREEMPTED
     finally:
         second.kill()
         second.wait()
     last = launch(workdir, *RESUME_ARGS)
-    return workdir, refused, code, at, last
-
-
-def test_a_second_launch_on_a_bucket_workdir_is_refused(interrupted):
-    _, refused, *_ = interrupted
-    errors = [s for s in refused.stderr.splitlines() if s.startswith("error:")]
-    assert refused.returncode == 2 and len(errors) == 1, refused.stderr[-3000:]
-    assert f"on {socket.gethostname()}" in errors[0] and "wait for it" in errors[0]
-
-
-def test_killed_and_preempted_bucket_run_equals_an_uninterrupted_local_one(interrupted,
-                                                                           uninterrupted):
-    from effssl_jax.preemption import EXIT_PREEMPTED
-    workdir, _, code, at, last = interrupted
-    reference, summary = uninterrupted
-    assert code == EXIT_PREEMPTED
     assert last.returncode == 0, last.stderr[-3000:]
-    resumed_at = int(last.stdout.split("at step ")[1].split()[0])
-    assert resumed_at >= at  # SIGTERM saved the step it had reached
+    assert int(last.stdout.split(" at step ")[1].split()[0]) >= at  # SIGTERM saved its step
+
+    reference, summary = uninterrupted
     assert _losses(workdir) == reference  # steps 1..16, each once, every loss equal
     assert json.loads(storage.read_text(f"{workdir}/summary.json"))["knn_top1"] == \
         summary["knn_top1"]
-    assert not storage.exists(f"{workdir}/.lock")
-    assert storage.exists(f"{workdir}/config.json")
-    assert {"loss", "knn_top1", "lr"} <= set(_tensorboard_scalars_in(workdir))
+    assert not storage.exists(f"{workdir}/.lock") and storage.exists(f"{workdir}/config.json")
+    # TensorBoard: the killed run's events were never flushed (docs/multi_host.md: up to 2
+    # minutes lost); the resumed runs' curves are there, equal to the reference.
+    tensorboard = _tensorboard_scalars_in(workdir)["loss"]
+    assert 16 in tensorboard
+    assert tensorboard == pytest.approx({step: reference[step] for step in tensorboard})
 
 
 def _tensorboard_scalars_in(workdir) -> dict:
@@ -196,21 +190,23 @@ def _tensorboard_scalars_in(workdir) -> dict:
     return _tensorboard_scalars(local)
 
 
-def test_evaluate_report_and_export_read_the_run_from_the_bucket(interrupted):
-    workdir = interrupted[0]
+def test_evaluate_report_and_export_read_a_run_from_the_bucket(bucket):
+    workdir = tiny_run(f"{bucket}/finished", epochs=1)
     summary = json.loads(storage.read_text(f"{workdir}/summary.json"))
     record = evaluate.main(["--workdir", workdir, "--protocol", "knn"])
-    assert record["checkpoint_step"] == 16
+    assert record["checkpoint_step"] == summary["steps"] == 4
     assert record["knn"][0]["top1"] == pytest.approx(summary["knn_top1"])
     assert [r["checkpoint_step"] for r in json.loads(storage.read_text(
-        f"{workdir}/eval.json"))] == [16]
-    out = f"{workdir}-report"
+        f"{workdir}/eval.json"))] == [4]
+    out = f"{bucket}/report"
     rows = report.main([workdir, "--out", out])
-    assert rows[0]["run"] == "interrupted"
-    assert "| interrupted |" in storage.read_text(f"{out}/results.md")
+    assert rows[0]["run"] == "finished"
+    assert float(rows[0]["knn_offline_top1_%"]) == pytest.approx(100 * record["knn"][0]["top1"],
+                                                                 abs=0.01)
+    assert "| finished |" in storage.read_text(f"{out}/results.md")
     assert storage.read_bytes(f"{out}/knn_vs_cost.png").startswith(b"\x89PNG")
     meta = export.main(["--workdir", workdir, "--out", f"{out}/backbone.npz"])
-    assert meta["checkpoint_step"] == 16 and meta["workdir"] == workdir
+    assert meta["checkpoint_step"] == 4 and meta["workdir"] == workdir
     import io
     npz = np.load(io.BytesIO(storage.read_bytes(f"{out}/backbone.npz")))
     assert "conv1.weight" in npz.files
