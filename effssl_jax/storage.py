@@ -96,14 +96,14 @@ def _errors(path: str, doing: str):
 
 
 def _fault(path: str, doing: str, e: Exception) -> str | None:
-    text, name = f"{type(e).__name__} {e}", type(e).__name__
-    code = getattr(e, "code", None)
+    """The line for `e` if it is a fault of the bucket or the credentials, else None."""
+    name, code = type(e).__name__, getattr(e, "code", None)  # gcsfs's HttpError has the status
     if (name in ("DefaultCredentialsError", "RefreshError", "NoCredentialsError")
-            or code == 401 or "401" in text.split(":")[0] or "Anonymous caller" in text):
+            or code == 401 or "Anonymous caller" in str(e)):
         return (f"no credentials to {doing} {path}: run `gcloud auth application-default login` "
                 "(or set GOOGLE_APPLICATION_CREDENTIALS to a service account key; on a Cloud TPU "
                 "or GCE VM, give the VM's service account access)")
-    if isinstance(e, PermissionError) or code == 403 or "Forbidden" in text:
+    if isinstance(e, PermissionError) or code == 403 or str(e).startswith("Forbidden"):
         return (f"no permission to {doing} {path}: grant this account read and write on bucket "
                 f"{_bucket(path)} (e.g. roles/storage.objectUser), or use another path")
     if isinstance(e, FileNotFoundError) and not _bucket_exists(path):

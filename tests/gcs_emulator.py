@@ -6,8 +6,9 @@ memory, started and stopped by the tests. Nothing reaches the network.
 through etils epath) and google-cloud-storage (tensorboardX) read STORAGE_EMULATOR_HOST;
 TensorStore (orbax's arrays) reads TENSORSTORE_GCS_HTTP_URL and, with
 GOOGLE_AUTH_TOKEN_FOR_TESTING set, sends that token instead of looking for credentials (as
-TensorStore's own GCS tests do). gcsfs's probe of a bucket's type asks Google's control API, which
-an emulator lacks: GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false turns it off."""
+TensorStore's own GCS tests do); array_record's google-cloud-cpp client (TFDS's ArrayRecord
+shards) reads CLOUD_STORAGE_EMULATOR_ENDPOINT. gcsfs's probe of a bucket's type asks Google's
+control API, which an emulator lacks: GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false turns it off."""
 from __future__ import annotations
 
 import os
@@ -33,6 +34,7 @@ class Emulator:
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         self.env = {"STORAGE_EMULATOR_HOST": self.url, "TENSORSTORE_GCS_HTTP_URL": self.url,
+                    "CLOUD_STORAGE_EMULATOR_ENDPOINT": self.url,
                     "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
                     "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
                     "GOOGLE_CLOUD_PROJECT": "test"}

@@ -2,8 +2,9 @@
 (conftest's `gcs` fixture; tests/gcs_emulator.py): the path layer's guarantees (create-if-absent,
 metrics parts folded in order, one-line errors); a launch.py run that refuses a second launch, is
 SIGKILLed and preempted with SIGTERM, and then matches an uninterrupted local run step for step; a
-damaged newest checkpoint; evaluate / report / export reading the run from the bucket; an image
-folder read from it; and the 2-process multi-host run with its workdir and data in the bucket."""
+damaged newest checkpoint; evaluate / report / export reading a run from the bucket; an image
+folder and a prepared ArrayRecord dataset read from it; and the 2-process multi-host run with its
+workdir and data in the bucket."""
 import json
 import os
 import random
@@ -267,6 +268,28 @@ def test_an_image_folder_in_the_bucket_reads_as_the_local_one(bucket, image_fold
         assert classes == local_classes and labels.tolist() == local_labels.tolist()
         for p, q in zip(paths, local_paths):
             np.testing.assert_array_equal(folder.decode_image(p, 16), folder.decode_image(q, 16))
+
+
+def test_a_prepared_arrayrecord_dataset_in_the_bucket_reads_as_the_local_one(bucket, image_folder,
+                                                                           tmp_path):
+    """A folder packed by effssl_jax.data.prepare (TFDS's ArrayRecord layout, what TFDS datasets
+    are) read from the bucket: TFDS finds it through epath, array_record reads the shards with
+    its own GCS client (CLOUD_STORAGE_EMULATOR_ENDPOINT points it at the emulator)."""
+    from effssl_jax import config_schema
+    from effssl_jax.data import prepare, sources
+    prepare.prepare(str(image_folder()), str(tmp_path / "packed"), progress=False)
+    _upload(tmp_path / "packed", f"{bucket}/packed")
+    for role in ("train", "eval"):
+        opened = []
+        for where in (str(tmp_path / "packed"), f"{bucket}/packed"):
+            config = config_schema.default_config()
+            config.dataset = f"folder:{where}"
+            opened.append(sources.open_source(config, role))
+        local, remote = opened
+        assert isinstance(remote, sources.TfdsSource) and len(remote) == len(local) > 0
+        assert remote.class_names == local.class_names
+        indices = list(range(len(local)))
+        assert remote.read(indices) == local.read(indices)
 
 
 def test_two_processes_train_in_the_bucket_as_one_process_locally(bucket, runs, image_folder,
