@@ -1,10 +1,10 @@
 """One run per workdir: WORKDIR/.lock, held by the run's process 0 for the whole run.
 
 The lock file is created atomically (storage.create: O_CREAT | O_EXCL locally, a create-if-absent
-precondition in a bucket) and holds {pid, host, started}. A second run
-on the same workdir fails with a UserError naming the holder; a lock left by a process that died
-(same host, pid no longer alive) is taken over with a warning. The lock is released (deleted, if it
-is still ours) when the run ends, however it ends.
+precondition in a bucket) and holds {pid, host, started}. A second run on the same workdir fails
+with a UserError naming the holder; a lock left by a process that died (same host, pid no longer
+alive) is taken over with a warning. The lock is released (deleted, if it is still ours) when the
+run ends, however it ends.
 """
 from __future__ import annotations
 
