@@ -27,6 +27,13 @@ def _binary() -> str:
     return os.path.join(folder, sorted(names)[0])
 
 
+def _end_with_parent() -> None:
+    """In the emulator's process: SIGTERM when the test process ends, even if it is killed."""
+    import ctypes
+    import signal
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG (Linux)
+
+
 class Emulator:
     def __init__(self, log_path: str):
         with socket.socket() as s:
@@ -42,7 +49,7 @@ class Emulator:
         self._process = subprocess.Popen(
             [_binary(), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
              "-port", str(port), "-external-url", self.url, "-log-level", "error"],
-            stdout=self._log, stderr=subprocess.STDOUT)
+            stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_end_with_parent)
         deadline = time.monotonic() + 30
         while True:
             try:
