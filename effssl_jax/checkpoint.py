@@ -14,13 +14,12 @@ moved aside so that the resumed run can write that step again.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 
 import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from effssl_jax import storage
 from effssl_jax.errors import CheckpointError
 from effssl_jax.run_record import RunRecord
 
@@ -67,11 +66,12 @@ class Checkpointer:
     def __init__(self, workdir: str, keep: int = 2, create: bool = True):
         """create=False (evaluate, export): the directory must exist; nothing is created."""
         _use_replica_parallel_only_across_hosts()
-        self.workdir = os.path.abspath(workdir)
-        self.directory = os.path.join(self.workdir, "checkpoints")
+        self.workdir = storage.absolute(workdir)  # orbax writes gs:// itself (TensorStore)
+        self.directory = storage.join(self.workdir, "checkpoints")
         self._saving: int | None = None  # the step of the last save started
-        if not create and not os.path.isdir(self.directory):
+        if not create and not storage.isdir(self.directory):
             raise _no_checkpoint(self.directory)
+        storage.refresh(self.directory)  # orbax lists it next
         self._manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create))
 
@@ -162,14 +162,13 @@ class Checkpointer:
             return
         if jax.process_index() == 0:
             for step in steps:
-                target = os.path.join(self.workdir, DAMAGED, str(step))
-                shutil.rmtree(target, ignore_errors=True)
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                os.replace(os.path.join(self.directory, str(step)), target)
+                storage.move(storage.join(self.directory, str(step)),
+                             storage.join(self.workdir, DAMAGED, str(step)))
             print(f"moved damaged checkpoint(s) {', '.join(map(str, steps))} to "
-                  f"{os.path.join(self.workdir, DAMAGED)}", flush=True)
+                  f"{storage.join(self.workdir, DAMAGED)}", flush=True)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("effssl_jax: damaged checkpoints set aside")
+        storage.refresh(self.directory)
         self._manager.reload()
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from jax._src.lib import _jax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from effssl_jax import storage
 from effssl_jax.data.canvas import Images
 from effssl_jax.step import StepSpec
 
@@ -28,9 +29,11 @@ XLA_CACHE_BYTES = 4 * 2**30  # least recently used executables are evicted beyon
 def enable_persistent_cache(workdir: str) -> None:
     """JAX's persistent XLA cache next to the workdir (<parent>/.jax_cache), or where JAX's own
     JAX_COMPILATION_CACHE_DIR says: a sibling or resumed run with the same shapes loads its
-    buckets' executables instead of compiling them again."""
-    cache = (os.environ.get("JAX_COMPILATION_CACHE_DIR")
-             or os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache"))
+    buckets' executables instead of compiling them again. It stays on local disk for a workdir in
+    a bucket (~/.cache/effssl_jax/.jax_cache): each host compiles for its own devices anyway."""
+    parent = (os.path.expanduser(os.path.join("~", ".cache", "effssl_jax"))
+              if storage.is_remote(workdir) else os.path.dirname(os.path.abspath(workdir)))
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(parent, ".jax_cache")
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_BYTES)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

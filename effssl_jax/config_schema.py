@@ -13,6 +13,7 @@ import os
 
 import ml_collections
 
+from effssl_jax import storage
 from effssl_jax.augment import COLOUR_ROUNDINGS
 from effssl_jax.data import datasets
 from effssl_jax.errors import CheckpointError, ConfigError
@@ -406,7 +407,7 @@ def resume_changes(workdir: str, config: ml_collections.ConfigDict) -> dict:
     WORKDIR/config.json ({} if there is none). Raises ConfigError naming the keys that a resumed
     run may not change (RESUME_FIXED, and turning gradient clipping on or off, which changes the
     optimizer state)."""
-    if not os.path.exists(os.path.join(workdir, "config.json")):
+    if not storage.exists(storage.join(workdir, "config.json")):
         return {}
     old, new = _flat(from_workdir(workdir)), _flat(config)
     changes = {k: (old.get(k), new[k]) for k in new if old.get(k) != new[k]}
@@ -436,10 +437,11 @@ def from_recipe(path_and_arg: str) -> ml_collections.ConfigDict:
 
 def from_workdir(workdir: str) -> ml_collections.ConfigDict:
     """A run's resolved config (WORKDIR/config.json) over today's defaults."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path} not found; --workdir must name a run's directory")
+    path = storage.join(workdir, "config.json")
+    try:
+        saved = json.loads(storage.read_text(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} not found; --workdir must name a run's directory") from None
     config = default_config()
-    with open(path) as f:
-        config.update(json.load(f))
+    config.update(saved)
     return config

@@ -34,7 +34,7 @@ import os
 import numpy as np
 from absl import flags
 
-from effssl_jax import cli, config_schema, experiment
+from effssl_jax import cli, config_schema, experiment, storage
 from effssl_jax.errors import UserError
 from effssl_jax.models import backbones, convert, resnet, vit
 
@@ -93,7 +93,7 @@ def export_workdir(workdir: str, out: str, step: int | None = None,
     exp, state, ckpt_step = experiment.restore(workdir, step)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     meta = {"arch": m.arch, "format": format, "checkpoint_step": ckpt_step,
-            "workdir": os.path.abspath(workdir), "method": config.method,
+            "workdir": storage.absolute(workdir), "method": config.method,
             "feature_dim": backbones.feature_dim(m),
             "input": "RGB in [0, 1] normalised with the ImageNet mean/std, NCHW for torch"}
     if format == "timm":
@@ -106,15 +106,16 @@ def export_workdir(workdir: str, out: str, step: int | None = None,
         meta.update(width=m.width, cifar_stem=bool(m.cifar_stem),
                     torchvision_compatible=m.width == 64)
     stem, ext = os.path.splitext(out)
-    if os.path.dirname(out):
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-    np.savez(stem + ".npz", **state_dict)
+    if storage.dirname(out):
+        storage.makedirs(storage.dirname(out))
+    with storage.open_for_writing(stem + ".npz") as f:
+        np.savez(f, **state_dict)
     if ext != ".npz":
         import torch
-        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()},
-                   out)
-    with open(stem + ".json", "w") as f:
-        json.dump(meta, f, indent=2)
+        with storage.open_for_writing(out) as f:
+            torch.save({k: torch.from_numpy(np.ascontiguousarray(v))
+                        for k, v in state_dict.items()}, f)
+    storage.write_text(stem + ".json", json.dumps(meta, indent=2))
     return meta
 
 

@@ -7,11 +7,11 @@ suggested eps_max with the rule that produced it.
 from __future__ import annotations
 
 import csv
-import os
+import io
 
 import numpy as np
 
-from effssl_jax import run_log, train
+from effssl_jax import run_log, storage, train
 
 SMOOTHING = 0.98  # bias-corrected EMA of the loss, as in Smith (2018) / fastai
 DIVERGENCE = 4.0  # stop when the smoothed loss exceeds best + 4 * |best| (or 4x a positive best)
@@ -54,14 +54,15 @@ def run(config, workdir: str) -> dict:
     lrs = np.array([r["lr"] for r in records])
     losses = np.array([r["loss"] for r in records], dtype=float)
     lr, rule = suggest(lrs, losses)
-    with open(os.path.join(workdir, "lr_range.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["step", "lr", "loss", "smoothed_loss"])
-        writer.writerows(zip([r["step"] for r in records], lrs, losses, smooth(losses)))
-    plot(lrs, losses, lr, os.path.join(workdir, "lr_range.png"), config.method)
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["step", "lr", "loss", "smoothed_loss"])
+    writer.writerows(zip([r["step"] for r in records], lrs, losses, smooth(losses)))
+    storage.write_text(storage.join(workdir, "lr_range.csv"), table.getvalue())
+    plot(lrs, losses, lr, storage.join(workdir, "lr_range.png"), config.method)
     print(f"LR range test: {rule} -> {lr:.3g}\n  use --config.optim.lr={lr:.3g}", flush=True)
     summary.update(suggested_lr=lr, rule=rule)
-    run_log.write_json(os.path.join(workdir, "summary.json"), summary)
+    run_log.write_json(storage.join(workdir, "summary.json"), summary)
     return summary
 
 
@@ -79,5 +80,6 @@ def plot(lrs, losses, suggested, path, title):
     ax.set_title(f"LR range test ({title})")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with storage.open_for_writing(path) as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)

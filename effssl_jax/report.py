@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
-import os
 
 import matplotlib
 
@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from absl import flags  # noqa: E402
 from matplotlib import cycler  # noqa: E402
 
-from effssl_jax import cli  # noqa: E402
+from effssl_jax import cli, run_log, storage  # noqa: E402
 from effssl_jax.errors import UserError  # noqa: E402
 from effssl_jax.evaluate import registry  # noqa: E402
 
@@ -63,31 +63,26 @@ class Run:
 
 
 def _read_json(path, default=None):
-    if not os.path.exists(path):
+    try:
+        return json.loads(storage.read_text(path))
+    except FileNotFoundError:
         return default
-    with open(path) as f:
-        return json.load(f)
 
 
 def load_run(workdir: str) -> Run:
-    config = _read_json(os.path.join(workdir, "config.json"))
+    config = _read_json(storage.join(workdir, "config.json"))
     if config is None:
         raise UserError(f"{workdir}/config.json not found: not a run directory (give the folders "
                         "that launch.py trained into)")
-    metrics = []
-    if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
-            metrics = [json.loads(line) for line in f if line.strip()]
-    summary = _read_json(os.path.join(workdir, "summary.json"), {})
-    label = os.path.basename(os.path.normpath(workdir))
-    return Run(workdir, label, config, summary, metrics,
-               _read_json(os.path.join(workdir, "eval.json"), []))
+    summary = _read_json(storage.join(workdir, "summary.json"), {})
+    return Run(workdir, storage.basename(workdir), config, summary, run_log.read_metrics(workdir),
+               _read_json(storage.join(workdir, "eval.json"), []))
 
 
 def pick_baseline(runs: list[Run], baseline: str | None = None) -> Run:
     if baseline:
         for run in runs:
-            if os.path.abspath(run.workdir) == os.path.abspath(baseline):
+            if storage.absolute(run.workdir) == storage.absolute(baseline):
                 return run
         return load_run(baseline)
     cosine = [r for r in runs if r.config["optim"]["schedule"] == "cosine"]
@@ -192,10 +187,11 @@ def columns() -> list[tuple[str, str]]:
 
 def write_tables(rows: list[dict], baseline: Run, out: str) -> None:
     cols = columns()
-    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k, _ in cols])
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=[k for k, _ in cols])
+    writer.writeheader()
+    writer.writerows(rows)
+    storage.write_text(storage.join(out, "results.csv"), table.getvalue())
     lines = ["# Results", "",
              f"Baseline for the speed-ups: `{baseline.label}` ({baseline.workdir}). "
              "kNN top-1: the train loop's last online evaluation (weighted kNN, the config's k "
@@ -211,8 +207,7 @@ def write_tables(rows: list[dict], baseline: Run, out: str) -> None:
         lines.append("| " + " | ".join(str(row[k]) for k, _ in cols) + " |")
     lines += ["", "![Fig. 2](fig2_lr_momentum.png)", "",
               "![Fig. 3](fig3_resolution_magnitude.png)", "", "![kNN vs cost](knn_vs_cost.png)", ""]
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write("\n".join(lines))
+    storage.write_text(storage.join(out, "results.md"), "\n".join(lines))
 
 
 def _style(ax, xlabel, ylabel, title=None):
@@ -226,6 +221,11 @@ def _style(ax, xlabel, ylabel, title=None):
 def _series(rows, x, y):
     rows = [r for r in rows if x in r and y in r]
     return [r[x] for r in rows], [r[y] for r in rows]
+
+
+def _save(fig, path: str) -> None:
+    with storage.open_for_writing(path) as f:
+        fig.savefig(f, format="png", dpi=120)
 
 
 def _subplots(*args, **kwargs):
@@ -253,7 +253,7 @@ def plot_lr_momentum(runs: list[Run], path: str) -> None:
     _style(ax_m, "training step (iteration)", name)
     ax_lr.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -267,7 +267,7 @@ def plot_resolution_magnitude(runs: list[Run], path: str) -> None:
     _style(ax_m, "epoch", "augmentation magnitude\n(colour-jitter strength, 5 = SimCLR)")
     ax_r.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -286,19 +286,19 @@ def plot_knn_vs_cost(runs: list[Run], path: str) -> None:
            "kNN accuracy vs training time")
     ax_f.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
 
 
 def build_report(run_dirs: list[str], out: str, baseline: str | None = None) -> list[dict]:
     runs = [load_run(d) for d in run_dirs]
     base = pick_baseline(runs, baseline)
-    os.makedirs(out, exist_ok=True)
+    storage.makedirs(out)
     rows = table_rows(runs, base)
     write_tables(rows, base, out)
-    plot_lr_momentum(runs, os.path.join(out, "fig2_lr_momentum.png"))
-    plot_resolution_magnitude(runs, os.path.join(out, "fig3_resolution_magnitude.png"))
-    plot_knn_vs_cost(runs, os.path.join(out, "knn_vs_cost.png"))
+    plot_lr_momentum(runs, storage.join(out, "fig2_lr_momentum.png"))
+    plot_resolution_magnitude(runs, storage.join(out, "fig3_resolution_magnitude.png"))
+    plot_knn_vs_cost(runs, storage.join(out, "knn_vs_cost.png"))
     return rows
 
 
@@ -308,8 +308,7 @@ def _command(run_dirs: list[str]) -> list[dict]:
         raise UserError("give the run folders: python -m effssl_jax.report RUN_DIR [RUN_DIR ...]")
     out = cli.OUT.value or "report"
     rows = build_report(run_dirs, out, _BASELINE.value)
-    with open(os.path.join(out, "results.md")) as f:
-        print(f.read().split("\n\n![")[0])
+    print(storage.read_text(storage.join(out, "results.md")).split("\n\n![")[0])
     print(f"\nwrote {out}/results.md, results.csv, fig2_lr_momentum.png, "
           "fig3_resolution_magnitude.png, knn_vs_cost.png")
     return rows

@@ -3,6 +3,7 @@ phase lines and summary.json."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -13,8 +14,10 @@ import time
 import jax
 from tqdm.auto import tqdm
 
-from effssl_jax import viewers
+from effssl_jax import storage, viewers
 from effssl_jax.errors import ConfigError, DivergenceError
+
+METRICS, METRICS_PARTS = "metrics.jsonl", "metrics.jsonl.parts"
 
 
 def _jsonable(value):
@@ -26,12 +29,27 @@ def _jsonable(value):
 
 
 class MetricsLog:
-    """Appends one JSON object per line to WORKDIR/metrics.jsonl. On resume from step s, lines of
-    later steps (written after the checkpoint by a run that died) are dropped first, so the file
-    reads as one uninterrupted run; a run starting from step 0 starts the file afresh."""
+    """One JSON object per line in WORKDIR/metrics.jsonl. On resume from step s, lines of later
+    steps (written after the checkpoint by a run that died) are dropped first, so the log reads as
+    one uninterrupted run; a run starting from step 0 starts it afresh.
+
+    Locally the file is appended to and flushed at every line. An object store has no append, so
+    in a bucket each `flush` (RunLog's, at the log cadence and before every checkpoint) writes the
+    lines since the last one as a new object WORKDIR/metrics.jsonl.parts/SESSION-FROM-CHUNK.jsonl:
+    a crash loses the lines since the last flush, never a flushed one. SESSION counts the runs
+    that wrote to the workdir and FROM is the step each resumed from; readers fold the parts in
+    order, each session first dropping the lines after its FROM (`_fold`), as the local file is
+    cut on resume. Nothing is rewritten or deleted."""
 
     def __init__(self, workdir: str, resume_step: int = 0):
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = storage.join(workdir, METRICS)
+        self._remote = storage.is_remote(workdir)
+        if self._remote:
+            self._parts = storage.join(workdir, METRICS_PARTS)
+            sessions = [int(name.split("-")[0]) for name in storage.listdir(self._parts)]
+            self._prefix = f"{1 + max(sessions, default=-1):06d}-{resume_step:012d}"
+            self._chunk, self._lines = 0, []
+            return
         if os.path.exists(self.path):
             kept = [line.rstrip("\n") + "\n" for line, record in self._records(self.path)
                     if resume_step and record.get("step", 0) <= resume_step]
@@ -40,11 +58,13 @@ class MetricsLog:
         self._file = open(self.path, "a")
 
     @staticmethod
-    def _records(path: str) -> list[tuple[str, dict]]:
-        """The file's (line, record) pairs; a last line that is not JSON (the run died while
-        writing it) is dropped with a warning."""
-        with open(path) as f:
-            lines = [line for line in f if line.strip()]
+    def _records(path: str, text: str | None = None) -> list[tuple[str, dict]]:
+        """The (line, record) pairs of a file (or of its `text`); a last line that is not JSON
+        (the run died while writing it) is dropped with a warning."""
+        if text is None:
+            with open(path) as f:
+                text = f.read()
+        lines = [line for line in io.StringIO(text) if line.strip()]
         records = []
         for i, line in enumerate(lines):
             try:
@@ -57,23 +77,56 @@ class MetricsLog:
         return records
 
     def write(self, record: dict) -> None:
-        self._file.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
+        line = json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n"
+        if self._remote:
+            self._lines.append(line)
+            return
+        self._file.write(line)
         self._file.flush()
 
+    def flush(self) -> None:
+        """Makes the lines written so far durable (in a bucket: one new object)."""
+        if self._remote and self._lines:
+            storage.write_text(storage.join(self._parts, f"{self._prefix}-{self._chunk:08d}.jsonl"),
+                               "".join(self._lines))
+            self._chunk, self._lines = self._chunk + 1, []
+
     def close(self) -> None:
-        self._file.close()
+        self.flush()
+        if not self._remote:
+            self._file.close()
+
+
+def _fold(parts: list[tuple[str, str]]) -> list[dict]:
+    """The records of metrics.jsonl.parts' (name, text) pairs, as one uninterrupted run: parts in
+    name order; a session's first part drops the records after the step it resumed from (all of
+    them if it started from step 0)."""
+    records, session = [], None
+    for name, text in sorted(parts):
+        this, resumed_from = (int(field) for field in name.split("-")[:2])
+        if this != session:
+            session = this
+            records = [r for r in records if resumed_from and r.get("step", 0) <= resumed_from]
+        records += [record for _, record in MetricsLog._records(name, text)]
+    return records
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    """The records of WORKDIR/metrics.jsonl (a last line cut short is dropped, as on resume)."""
-    return [record for _, record in MetricsLog._records(os.path.join(workdir, "metrics.jsonl"))]
+    """The records of WORKDIR/metrics.jsonl (a last line cut short is dropped, as on resume); in a
+    bucket, of its parts; [] if there are none."""
+    if storage.is_remote(workdir):
+        parts = storage.join(workdir, METRICS_PARTS)
+        return _fold([(name, storage.read_text(storage.join(parts, name)))
+                      for name in storage.listdir(parts)])
+    path = os.path.join(workdir, METRICS)
+    return [record for _, record in MetricsLog._records(path)] if os.path.exists(path) else []
 
 
-def write_json(path: str, obj: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({k: _jsonable(v) for k, v in obj.items()}, f, indent=2)
-    os.replace(tmp, path)
+def write_json(path: str, obj) -> None:
+    """A JSON file written whole: a reader never sees it half-written (storage.write_text)."""
+    if isinstance(obj, dict):
+        obj = {k: _jsonable(v) for k, v in obj.items()}
+    storage.write_text(path, json.dumps(obj, indent=2))
 
 
 @contextlib.contextmanager
@@ -96,12 +149,12 @@ def progress_bar(total: int, initial: int, enabled: bool):
 
 
 def read_summary(workdir: str) -> dict:
-    path = os.path.join(workdir, "summary.json")
-    if not os.path.exists(path):
+    path = storage.join(workdir, "summary.json")
+    try:
+        return json.loads(storage.read_text(path))
+    except FileNotFoundError:
         raise ConfigError(f"{path} not found; --config.compare_to must name the workdir of "
-                          "a finished run")
-    with open(path) as f:
-        return json.load(f)
+                          "a finished run") from None
 
 
 def _ready(device_metrics) -> bool:
@@ -214,6 +267,8 @@ class RunLog:
                 if not self._skip or self.skipped_in_a_row >= self._max_skipped:
                     raise DivergenceError(self._divergence(record))
             self._write(record)
+        if self._metrics is not None:
+            self._metrics.flush()  # before any checkpoint that follows: durable up to it
         if records:
             last = records[-1]
             self.bar.set_postfix(loss=f"{last['loss']:.4f}", res=last["resolution"],

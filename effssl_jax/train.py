@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 
@@ -27,6 +26,7 @@ from effssl_jax import (
     preemption,
     run_log,
     run_record,
+    storage,
     workdir_lock,
 )
 from effssl_jax import plan as plan_lib
@@ -60,8 +60,7 @@ def _eval_due(config, plan, done: int) -> bool:
 def _finished(config, workdir: str) -> dict | None:
     """The summary of a run that has already finished in `workdir` with this plan (summary.json and
     the latest checkpoint both at the plan's last step), else None. Decided before any JAX work."""
-    path = os.path.join(workdir, "summary.json")
-    if not os.path.exists(path):
+    if not storage.exists(storage.join(workdir, "summary.json")):
         return None
     try:
         summary = run_log.read_summary(workdir)
@@ -101,8 +100,8 @@ def _prepare(config, workdir: str):
     described = (f"{exp.plan.describe()}\ntraining cost in the paper's convention (costs.py): "
                  f"{pflops:.4g} PFLOPs")
     if main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        storage.write_text(storage.join(workdir, "config.json"),
+                           config.to_json_best_effort(indent=2))
         print(described, flush=True)
     logging.info("plan:\n%s", described)
     return exp, paper_cost, train_data, bank, eval_split
@@ -135,7 +134,7 @@ def _write_summary(workdir: str, exp, paper_cost, record, steps, step: int) -> d
         paper_cost.pflops(record.steps_by_resolution, exp.plan),
         run_log.read_summary(config.compare_to) if config.compare_to else None)
     if jax.process_index() == 0:
-        run_log.write_json(os.path.join(workdir, "summary.json"), summary)
+        run_log.write_json(storage.join(workdir, "summary.json"), summary)
         print(f"summary: {_summary_line(summary)}", flush=True)
     return summary
 
@@ -147,7 +146,7 @@ def run(config, workdir: str, stop=None) -> dict:
     stop: optional callable(metrics record) -> bool that ends the run early (LR range test)."""
     config_schema.validate(config, num_devices=data_mesh().devices.size)
     try:
-        os.makedirs(workdir, exist_ok=True)
+        storage.makedirs(workdir)
     except OSError as e:
         raise ConfigError(f"cannot use --workdir {workdir}: {e.strerror or e}; give a directory "
                           "that can be created and written") from e

@@ -9,10 +9,11 @@ resumes the run whose id is kept in WORKDIR/wandb_run_id.
 """
 from __future__ import annotations
 
+import io
 import numbers
-import os
 import uuid
 
+from effssl_jax import storage
 from effssl_jax.errors import ConfigError
 
 NOT_PLOTTED = ("step",)
@@ -33,7 +34,9 @@ class Viewers:
             except ImportError as e:
                 raise ConfigError("TensorBoard logging needs tensorboardX: pip install "
                                   "tensorboardX, or --config.viewers.tensorboard=False") from e
-            self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),
+            if storage.is_remote(workdir):
+                _route_tensorboard_through_storage(workdir.split("://", 1)[0])
+            self._tensorboard = SummaryWriter(storage.join(workdir, "tensorboard"),
                                               purge_step=resume_step)
         if v.wandb:
             try:
@@ -42,7 +45,8 @@ class Viewers:
                 raise ConfigError("--config.viewers.wandb needs Weights & Biases: pip install "
                                   "wandb, or leave --config.viewers.wandb empty") from e
             self._wandb = wandb.init(project=v.wandb_project, name=config.name or None,
-                                     dir=workdir, mode=v.wandb, id=_run_id(workdir),
+                                     dir=None if storage.is_remote(workdir) else workdir,
+                                     mode=v.wandb, id=_run_id(workdir),
                                      resume="allow", config=config.to_dict())
 
     def write(self, record: dict) -> None:
@@ -60,11 +64,41 @@ class Viewers:
             self._wandb.finish()
 
 
+class _WholeObjectWriter:
+    """tensorboardX's event-file writer for a bucket, through storage.py: the events are kept in
+    memory and the whole object is written again at each of tensorboardX's flushes (every
+    `flush_secs`, and at close), as tensorboardX's own gs:// writer does, but without a second
+    client (its writer needs google-cloud-storage's, and uploads once more when collected)."""
+
+    def __init__(self, path: str):
+        self._path, self._buffer, self._written = path, io.BytesIO(), -1
+
+    def write(self, data: bytes) -> None:
+        self._buffer.write(data)
+
+    def flush(self) -> None:
+        if self._buffer.tell() != self._written:
+            storage.write_bytes(self._path, self._buffer.getvalue())
+            self._written = self._buffer.tell()
+
+    def close(self) -> None:
+        self.flush()
+
+
+class _WholeObjectWriters:
+    open = _WholeObjectWriter
+
+    def directory_check(self, path: str) -> None:
+        del path  # object stores have no directories
+
+
+def _route_tensorboard_through_storage(scheme: str) -> None:
+    from tensorboardX import record_writer
+    record_writer.register_writer_factory(scheme, _WholeObjectWriters())
+
+
 def _run_id(workdir: str) -> str:
     """The W&B run id of this workdir, made at its first run (so a resume logs to the same run)."""
-    path = os.path.join(workdir, "wandb_run_id")
-    if not os.path.exists(path):
-        with open(path, "w") as f:
-            f.write(uuid.uuid4().hex[:12])
-    with open(path) as f:
-        return f.read().strip()
+    path = storage.join(workdir, "wandb_run_id")
+    storage.create(path, uuid.uuid4().hex[:12])
+    return storage.read_text(path).strip()

@@ -1,9 +1,10 @@
 """One run per workdir: WORKDIR/.lock, held by the run's process 0 for the whole run.
 
-The lock file is created atomically (O_CREAT | O_EXCL) and holds {pid, host, started}. A second run
-on the same workdir fails with a UserError naming the holder; a lock left by a process that died
-(same host, pid no longer alive) is taken over with a warning. The lock is released (deleted, if it
-is still ours) when the run ends, however it ends.
+The lock file is created atomically (storage.create: O_CREAT | O_EXCL locally, a create-if-absent
+precondition in a bucket) and holds {pid, host, started}. A second run on the same workdir fails
+with a UserError naming the holder; a lock left by a process that died (same host, pid no longer
+alive) is taken over with a warning. The lock is released (deleted, if it is still ours) when the
+run ends, however it ends.
 """
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ import os
 import socket
 import time
 
+from effssl_jax import storage
 from effssl_jax.errors import UserError
 
 LOCK_NAME = ".lock"
 
 
 def lock_path(workdir: str) -> str:
-    return os.path.join(workdir, LOCK_NAME)
+    return storage.join(workdir, LOCK_NAME)
 
 
 def _read(path: str) -> dict | None:
@@ -29,8 +31,7 @@ def _read(path: str) -> dict | None:
     died between creating and writing it) reads as {} after a short grace period."""
     for attempt in range(3):
         try:
-            with open(path) as f:
-                text = f.read()
+            text = storage.read_text(path)
         except FileNotFoundError:
             return None
         try:
@@ -39,7 +40,7 @@ def _read(path: str) -> dict | None:
                 return holder
         except json.JSONDecodeError:
             pass
-        time.sleep(0.1 * (attempt + 1))  # the holder may be between open() and write()
+        time.sleep(0.1 * (attempt + 1))  # a local holder may be between open() and write()
     return {}
 
 
@@ -67,39 +68,31 @@ def acquire(workdir: str) -> dict:
     path, host = lock_path(workdir), socket.gethostname()
     mine = {"pid": os.getpid(), "host": host,
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _read(path)
-            if holder is None:
-                continue  # released meanwhile: try again
-            if not _stale(holder, host):
-                msg = (f"workdir {workdir} is in use by pid {holder.get('pid')} on "
-                       f"{holder.get('host')} (since {holder.get('started')}); wait for it or use "
-                       "another --workdir")
-                if holder.get("host") != host:
-                    msg += f" (if that run is gone, delete {path})"
-                raise UserError(msg) from None
-            if _read(path) != holder:
-                continue  # someone else took it over meanwhile: look again
-            logging.warning("taking over %s: its holder (pid %s on %s, since %s) is no longer "
-                            "running", path, holder.get("pid"), holder.get("host"),
-                            holder.get("started"))
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(mine, f)
-        return mine
+    while not storage.create(path, json.dumps(mine)):
+        holder = _read(path)
+        if holder is None:
+            continue  # released meanwhile: try again
+        if not _stale(holder, host):
+            msg = (f"workdir {workdir} is in use by pid {holder.get('pid')} on "
+                   f"{holder.get('host')} (since {holder.get('started')}); wait for it or use "
+                   "another --workdir")
+            if holder.get("host") != host:
+                msg += f" (if that run is gone, delete {path})"
+            raise UserError(msg) from None
+        if _read(path) != holder:
+            continue  # someone else took it over meanwhile: look again
+        logging.warning("taking over %s: its holder (pid %s on %s, since %s) is no longer "
+                        "running", path, holder.get("pid"), holder.get("host"),
+                        holder.get("started"))
+        storage.remove(path)
+    return mine
 
 
 def release(workdir: str, mine: dict) -> None:
     """Deletes WORKDIR/.lock if it is still the one `acquire` wrote."""
     path = lock_path(workdir)
     if _read(path) == mine:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
+        storage.remove(path)
 
 
 @contextlib.contextmanager

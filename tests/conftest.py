@@ -93,3 +93,20 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+    """A GCS emulator on localhost for the session (tests/gcs_emulator.py): its settings are put in
+    os.environ, so this process and every launch.py it starts use it; stopped at the end."""
+    from gcs_emulator import Emulator
+    emulator = Emulator(str(tmp_path_factory.getbasetemp() / "gcs_emulator.log"))
+    saved = {key: os.environ.get(key) for key in emulator.env}
+    os.environ.update(emulator.env)
+    yield emulator
+    emulator.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from effssl_jax import storage
 from effssl_jax.data import canvas
 from effssl_jax.data.errors import DataError
 
@@ -30,12 +31,10 @@ def _is_image(name: str, exts: frozenset[str]) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in exts
 
 
-def _images_under(directory: str, exts: frozenset[str]) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [os.path.join(dirpath, f) for f in sorted(filenames) if _is_image(f, exts)]
-    return found
+def _walk_order(relpath: str) -> tuple:
+    """os.walk's top-down order: a folder's files (sorted) before its subfolders' (sorted)."""
+    *folders, name = relpath.split("/")
+    return tuple(folders), name
 
 
 def scan_folder(root: str, extensions=IMAGE_EXTENSIONS,
@@ -45,17 +44,19 @@ def scan_folder(root: str, extensions=IMAGE_EXTENSIONS,
     Each non-hidden subfolder of ``root`` holding images is a class (searched
     recursively; classes sorted by name). Images placed directly in ``root``
     instead make an unlabeled set: labels are all -1 and class_names is [].
+    ``root`` may be in a bucket (gs://...; storage.py): one listing of it.
     """
-    if not os.path.isdir(root):
+    if not storage.isdir(root):
         raise DataError(f"data_dir {root!r} does not exist; pass --config.data_dir=... "
                         "or --config.dataset=synthetic")
     exts = frozenset(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
-    entries = sorted(os.scandir(root), key=lambda e: e.name)
-    flat = [e.path for e in entries if e.is_file() and _is_image(e.name, exts)]
-    per_class = {e.name: _images_under(e.path, exts)
-                 for e in entries if e.is_dir() and not e.name.startswith(".")}
-    per_class = {name: files for name, files in per_class.items() if files}
-
+    files = sorted((f for f in storage.files_under(root)
+                    if not any(part.startswith(".") for part in f.split("/")[:-1])
+                    and _is_image(f.rsplit("/", 1)[-1], exts)), key=_walk_order)
+    flat = [storage.join(root, f) for f in files if "/" not in f]
+    per_class: dict[str, list[str]] = {}
+    for f in (f for f in files if "/" in f):  # grouped by class, classes sorted
+        per_class.setdefault(f.split("/", 1)[0], []).append(storage.join(root, f))
     if flat and per_class:
         raise DataError(f"{root!r} has images both directly inside it and in class "
                         "subfolders; use root/<class>/*.jpg, or a flat folder for unlabeled data")
@@ -94,6 +95,8 @@ def _load(src, target, draft: bool = True):
     libjpeg's draft mode at the smallest power-of-two reduction that keeps it at least twice that
     size: a large speed-up for big photos, a no-op for files under twice the size they are
     resized to."""
+    if isinstance(src, str) and storage.is_remote(src):
+        src = storage.read_bytes(src)  # an image in a bucket
     im = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
     w0, h0 = im.size
     h, w = target(h0, w0)

@@ -9,9 +9,9 @@ draft mode (data/folder.py) instead of TFDS decoding it at full size first.
 """
 from __future__ import annotations
 
-import glob
 import os
 
+from effssl_jax import storage
 from effssl_jax.data import datasets, folder
 from effssl_jax.data.errors import DataError
 
@@ -94,12 +94,12 @@ def find_prepared(root: str) -> str | None:
     """The version directory (holding dataset_info.json) under `root` written by
     `python -m effssl_jax.data.prepare`, or None for a plain image folder."""
     for pattern in ("dataset_info.json", "*/dataset_info.json", "*/*/dataset_info.json"):
-        found = sorted(glob.glob(os.path.join(glob.escape(root), pattern)))
+        found = storage.glob(root, pattern)
         if len(found) > 1:
             raise DataError(f"{root!r} holds several prepared datasets ({', '.join(found)}); "
                             "point --config.dataset=folder:PATH at one of their folders")
         if found:
-            return os.path.dirname(found[0])
+            return storage.dirname(found[0])
     return None
 
 
@@ -122,15 +122,15 @@ def _split_name(available, role: str, info: datasets.DatasetInfo, where: str) ->
 def _folder_split(root: str, role: str) -> str:
     names = datasets.FOLDER_SPLITS["train" if role in ("train", "bank") else "eval"]
     for name in names:
-        if os.path.isdir(os.path.join(root, name)):
-            return os.path.join(root, name)
+        if storage.isdir(storage.join(root, name)):
+            return storage.join(root, name)
     raise DataError(f"{root!r} has no {'/'.join(names)} folder for the {role} split; expected "
                     f"{root}/train/<class>/*.jpg and {root}/val/<class>/*.jpg")
 
 
 def _open_folder(root: str, role: str, info: datasets.DatasetInfo):
     """A plain image folder, or a folder packed by `python -m effssl_jax.data.prepare`."""
-    if not os.path.isdir(root):
+    if not storage.isdir(root):
         raise DataError(f"data folder {root!r} does not exist; pass --config.dataset="
                         "folder:PATH (or --config.data_dir) or --config.dataset=synthetic")
     prepared = find_prepared(root)
@@ -146,7 +146,7 @@ def open_source(config, role: str):
     kind, arg = datasets.parse(config.dataset)
     info = datasets.info_for(config.dataset)
     if kind == "folder" or (kind == "imagenette" and config.data_dir
-                            and os.path.isdir(os.path.join(config.data_dir, "train"))):
+                            and storage.isdir(storage.join(config.data_dir, "train"))):
         return _open_folder(arg or config.data_dir, role, info)
     if info.tfds_name is None:
         raise DataError(f"dataset {config.dataset!r} has no files to read; use folder:PATH")

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 
 import jax
 from absl import flags
 
-from effssl_jax import cli, config_schema, experiment, run_log
+from effssl_jax import cli, config_schema, experiment, run_log, storage
 from effssl_jax.data import pipeline
 from effssl_jax.evaluate import registry
 from effssl_jax.evaluate.base import Inputs, SplitFeatures
@@ -35,20 +34,15 @@ _OPTION = flags.DEFINE_multi_string("option", [], "An evaluator's option, NAME.K
 
 
 def append_eval_record(workdir: str, record: dict) -> None:
-    path = os.path.join(workdir, "eval.json")
-    records = read_eval_records(workdir)
-    records.append(record)
-    with open(path + ".tmp", "w") as f:
-        json.dump(records, f, indent=2)
-    os.replace(path + ".tmp", path)
+    """Rewrites WORKDIR/eval.json whole with `record` added (never seen half-written)."""
+    run_log.write_json(storage.join(workdir, "eval.json"), read_eval_records(workdir) + [record])
 
 
 def read_eval_records(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "eval.json")
-    if not os.path.exists(path):
+    try:
+        return json.loads(storage.read_text(storage.join(workdir, "eval.json")))
+    except FileNotFoundError:
         return []
-    with open(path) as f:
-        return json.load(f)
 
 
 def _features(config, split: str, resolution: int, fn, variables, mesh) -> SplitFeatures:
@@ -113,7 +107,7 @@ def _command(positional: list[str]) -> dict:
                               registry.parse_options(_OPTION.value))
     if jax.process_index() == 0:
         print(describe(record), flush=True)
-        print(f"appended to {os.path.join(workdir, 'eval.json')}", flush=True)
+        print(f"appended to {storage.join(workdir, 'eval.json')}", flush=True)
     return record
 
 
