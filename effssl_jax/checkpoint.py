@@ -14,6 +14,7 @@ storage layer's own complaints about it are dropped).
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -51,20 +52,36 @@ def _is_storage_noise(unraisable) -> bool:
     return code is not None and any(lib in code.co_filename for lib in ("orbax", "tensorstore"))
 
 
-def _drop_storage_noise() -> None:
-    """From now on, sys.unraisablehook drops _is_storage_noise (and passes anything else to the
-    hook it replaces): a damaged checkpoint is reported once, in restore_newest's warning, not
-    by a traceback for every read that was still in flight."""
-    previous = sys.unraisablehook
-    if getattr(previous, "drops_storage_noise", False):
-        return
+class _UnretrievedReads(logging.Filter):
+    """asyncio's log of the failed reads whose futures nobody awaited once the restore had failed
+    ("Future exception was never retrieved")."""
 
-    def hook(unraisable):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).partition("\n")[0].endswith("exception was never retrieved")
+
+
+_UNRETRIEVED = _UnretrievedReads()
+
+
+class _StorageNoise:
+    """While installed, the storage layer's own reports of a failed restore (_is_storage_noise on
+    sys.unraisablehook, _UnretrievedReads on asyncio's logger) are dropped: a damaged checkpoint is
+    reported once, in restore_newest's warning, not once for every read that was in flight."""
+
+    def __init__(self):
+        self._previous = sys.unraisablehook
+
+    def _hook(self, unraisable) -> None:
         if not _is_storage_noise(unraisable):
-            previous(unraisable)
+            self._previous(unraisable)
 
-    hook.drops_storage_noise = True
-    sys.unraisablehook = hook
+    def install(self) -> None:
+        sys.unraisablehook = self._hook
+        logging.getLogger("asyncio").addFilter(_UNRETRIEVED)
+
+    def remove(self) -> None:
+        sys.unraisablehook = self._previous
+        logging.getLogger("asyncio").removeFilter(_UNRETRIEVED)
 
 
 _HANDLER_SET = False
@@ -175,18 +192,20 @@ class Checkpointer:
         deleted file: a crash mid-write, a damaged disk) are, once an older one has restored (so
         the failure is theirs, not the config's), named in one warning line and moved to
         WORKDIR/checkpoints_damaged/. If none restores, CheckpointError lists every failure."""
-        failures = []
+        failures, noise = [], _StorageNoise()
+        noise.install()  # before the attempts: the noise can come before their exceptions
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
                 restored = self.restore(abstract_state, step)
             except CheckpointError:
                 raise
             except Exception as e:  # noqa: BLE001 - whatever a damaged file raises
-                _drop_storage_noise()
                 failures.append((step, _cause(e)))
                 continue
-            if failures:
+            if failures:  # the noise of their reads can come later still: it stays dropped
                 self._set_aside(failures, step)
+            else:
+                noise.remove()
             return restored
         raise CheckpointError(
             f"no checkpoint in {self.directory} can be restored: "
