@@ -78,8 +78,8 @@ def _finished(config, workdir: str) -> dict | None:
         ckpt.close()
     if record is None or record.num_examples is None:  # (None: saved before runs recorded it)
         return None
-    return summary if plan_lib.make_plan(config, record.num_examples).total_steps == latest \
-        else None
+    finished = plan_lib.make_plan(config, record.num_examples).total_steps == latest
+    return summary if finished else None
 
 
 def _summary_line(summary: dict) -> str:
@@ -326,7 +326,8 @@ def _start(config, workdir: str, stop) -> tuple[_Run, Any]:
             print(f"resumed from {ckpt.directory} at step {int(state.step)}", flush=True)
     else:
         state, record = exp.init(jax.random.key(config.seed)), run_record.RunRecord()
-    start, record.num_examples = int(state.step), plan.num_examples
+    record.num_examples = plan.num_examples  # what _finished and experiment.restore plan with
+    start = int(state.step)
     steps = exp.compiled_steps()
     loader = pipeline.make_loader(config, train_data, plan, exp.mesh, exp.host_size,
                                   jax.process_index(), jax.process_count())
