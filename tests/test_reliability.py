@@ -560,9 +560,8 @@ def damage_source(tmp_path_factory):
 @pytest.mark.parametrize("damage", [_truncate_arrays, _delete_manifest])
 def test_a_damaged_newest_checkpoint_costs_one_warning_line(tmp_path, damage_source, damage):
     """The storage layer fails a damaged checkpoint's reads in flight on an event loop it has
-    closed: before, each such read printed a traceback or an asyncio error line (116 tracebacks
-    after truncation, 81 after a deleted manifest, on this tiny run; thousands on larger ones)
-    beside a warning printed twice."""
+    closed, and each such read printed a traceback or an asyncio error line (docs/reliability.md
+    has the counts) beside a warning printed twice."""
     wd = tmp_path / "run"
     shutil.copytree(damage_source, wd)
     (wd / "summary.json").unlink()  # so that the rerun restores instead of finishing at once
