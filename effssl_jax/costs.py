@@ -209,11 +209,10 @@ def plan_flops(exp) -> dict:
     per_step = {r: flops_of(steps.lower(exp.spec(r, exp.host_size(r).canvas)))
                 for r in exp.plan.resolutions}
     steps.close()
-    counts = exp.plan.steps_by_resolution()
+    counts, predicted = exp.plan.steps_by_resolution(), forecast(exp.config, exp.plan)
     return {"plan": exp.plan, "gflops_per_step": {r: f / 1e9 for r, f in per_step.items()},
             "steps": counts, "total_pflops": sum(counts[r] * per_step[r] for r in counts) / 1e15,
-            "pflops_paper": PaperCost(exp.config).pflops(counts, exp.plan),
-            "speedup": predicted_speedup(exp.config, exp.plan)}
+            "pflops_paper": predicted.plan_pflops_paper, "speedup": predicted.speedup}
 
 
 # --- After training: what summary.json reports about cost -------------------------------------
