@@ -11,7 +11,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from effssl_jax import config_schema, costs  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from effssl_jax import config_schema, costs, experiment, step  # noqa: E402
 
 
 def main():
@@ -32,7 +35,9 @@ def main():
             for p in parents:
                 node = node[p]
             node[leaf] = type(node[leaf])(eval(value) if not isinstance(node[leaf], str) else value)
-        result = costs.plan_flops(config, args.num_examples)
+        one_device = step.data_mesh(jax.devices()[:1])  # XLA's count of the single-device step
+        result = costs.plan_flops(experiment.build(config, args.num_examples, one_device,
+                                                   jnp.float32))
         base = base or result
         rows.append((path, result))
     print(f"{'config':34s} {'epochs':>6s} {'PFLOPs':>9s} {'FLOP speed-up':>13s} "
@@ -44,7 +49,7 @@ def main():
               f"{r['total_pflops']:9.1f} {base['total_pflops'] / r['total_pflops']:12.2f}x "
               f"{r['pflops_paper']:9.1f} {base['pflops_paper'] / r['pflops_paper']:7.2f}x "
               f"{r['total_pflops'] / r['pflops_paper']:9.2f} "
-              f"{r['plan'].predicted_speedup:6.2f}x  {per}")
+              f"{r['speedup'].predicted:6.2f}x  {per}")
 
 
 if __name__ == "__main__":

@@ -8,18 +8,20 @@ and what the summary accumulates (FLOPs, clocks).
 
 Faults are user errors with one line (errors.CheckpointError): a write that fails (a read-only or
 full disk) ends the run at that save instead of leaving orbax's background thread to fail later;
-a checkpoint that cannot be read is skipped for the newest one that can (`restore_newest`), and
-moved aside so that the resumed run can write that step again.
+a checkpoint that cannot be read is skipped for the newest one that can (`restore_newest`), moved
+aside so that the resumed run can write that step again, and named in one warning line (the
+storage layer's own complaints about it are dropped).
 """
 from __future__ import annotations
 
 import logging
+import sys
 
 import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from effssl_jax import storage
+from effssl_jax import orbax_internals, storage
 from effssl_jax.errors import CheckpointError
 from effssl_jax.run_record import RunRecord
 
@@ -37,6 +39,49 @@ def _cause(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
 
 
+def _is_storage_noise(unraisable) -> bool:
+    """An error that orbax's storage layer raises where nobody can catch it, after a restore has
+    already failed: its reads still in flight complete on an event loop that the failure closed
+    ("Event loop is closed"), or its coroutines are dropped unfinished."""
+    if isinstance(unraisable.exc_value, RuntimeError) and \
+            str(unraisable.exc_value) == "Event loop is closed":
+        return True
+    code = getattr(unraisable.object, "cr_code", None)  # a coroutine's
+    return code is not None and any(lib in code.co_filename for lib in ("orbax", "tensorstore"))
+
+
+class _UnretrievedReads(logging.Filter):
+    """asyncio's log of the failed reads whose futures nobody awaited once the restore had failed
+    ("Future exception was never retrieved")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).partition("\n")[0].endswith("exception was never retrieved")
+
+
+_UNRETRIEVED = _UnretrievedReads()
+
+
+class _StorageNoise:
+    """While installed, the storage layer's own reports of a failed restore (_is_storage_noise on
+    sys.unraisablehook, _UnretrievedReads on asyncio's logger) are dropped: a damaged checkpoint is
+    reported once, in restore_newest's warning, not once for every read that was in flight."""
+
+    def __init__(self):
+        self._previous = sys.unraisablehook
+
+    def _hook(self, unraisable) -> None:
+        if not _is_storage_noise(unraisable):
+            self._previous(unraisable)
+
+    def install(self) -> None:
+        sys.unraisablehook = self._hook
+        logging.getLogger("asyncio").addFilter(_UNRETRIEVED)
+
+    def remove(self) -> None:
+        sys.unraisablehook = self._previous
+        logging.getLogger("asyncio").removeFilter(_UNRETRIEVED)
+
+
 _HANDLER_SET = False
 
 
@@ -51,13 +96,13 @@ def _use_replica_parallel_only_across_hosts() -> None:
     _HANDLER_SET = True
     # orbax's default handler, but for this; its metadata store keeps typed PRNG keys typed.
     from absl import logging as absl_logging
-    from orbax.checkpoint._src.metadata import array_metadata_store
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)  # not its "overriding" warning
     try:
         ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(
             use_replica_parallel=jax.process_count() > 1,
-            array_metadata_store=array_metadata_store.Store()), override=True)
+            array_metadata_store=orbax_internals.array_metadata_store_of_default_handler()),
+            override=True)
     finally:
         absl_logging.set_verbosity(verbosity)
 
@@ -119,6 +164,19 @@ class Checkpointer:
     def restore(self, abstract_state, step: int | None = None) -> tuple[object, RunRecord]:
         """Returns (state, run record) of `step` (default: latest). abstract_state: a pytree of
         jax.ShapeDtypeStruct with shardings (e.g. from jax.eval_shape)."""
+        step = self._existing(step)
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        return restored["state"], RunRecord.from_dict(dict(restored["meta"]))
+
+    def read_record(self, step: int | None = None) -> RunRecord:
+        """The run record of checkpoint `step` (default: latest) alone, without its state."""
+        restored = self._manager.restore(self._existing(step), args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))
+        return RunRecord.from_dict(dict(restored["meta"]))
+
+    def _existing(self, step: int | None) -> int:
+        """`step` (default: the latest), if it has a checkpoint; else CheckpointError."""
         steps = self._manager.all_steps()
         if not steps:
             raise _no_checkpoint(self.directory)
@@ -126,16 +184,15 @@ class Checkpointer:
         if step not in steps:
             raise CheckpointError(f"no checkpoint of step {step} in {self.directory}; it has "
                                   f"steps {', '.join(map(str, sorted(steps)))}")
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        return restored["state"], RunRecord.from_dict(dict(restored["meta"]))
+        return step
 
     def restore_newest(self, abstract_state) -> tuple[object, RunRecord]:
         """The newest checkpoint that restores cleanly. Newer ones that fail (a truncated or
-        deleted file: a crash mid-write, a damaged disk) are named in a warning and, once an older
-        one has restored (so the failure is theirs, not the config's), moved to
+        deleted file: a crash mid-write, a damaged disk) are, once an older one has restored (so
+        the failure is theirs, not the config's), named in one warning line and moved to
         WORKDIR/checkpoints_damaged/. If none restores, CheckpointError lists every failure."""
-        failures = []
+        failures, noise = [], _StorageNoise()
+        noise.install()  # before the attempts: the noise can come before their exceptions
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
                 restored = self.restore(abstract_state, step)
@@ -143,13 +200,11 @@ class Checkpointer:
                 raise
             except Exception as e:  # noqa: BLE001 - whatever a damaged file raises
                 failures.append((step, _cause(e)))
-                message = f"warning: checkpoint {step} cannot be restored ({_cause(e)}); trying " \
-                          "the one before"
-                logging.warning(message)
-                if jax.process_index() == 0:
-                    print(message, flush=True)
                 continue
-            self._set_aside([s for s, _ in failures])
+            if failures:  # the noise of their reads can come later still: it stays dropped
+                self._set_aside(failures, step)
+            else:
+                noise.remove()
             return restored
         raise CheckpointError(
             f"no checkpoint in {self.directory} can be restored: "
@@ -157,15 +212,17 @@ class Checkpointer:
             + ". If the config changed since they were written, rerun with the saved one "
               "(WORKDIR/config.json); else start a new --workdir")
 
-    def _set_aside(self, steps: list[int]) -> None:
-        if not steps:
-            return
+    def _set_aside(self, failures: list[tuple[int, str]], restored: int) -> None:
+        """Moves the checkpoints that failed out of the way (so that the resumed run can write
+        their steps again) and says so in one line."""
+        steps = [s for s, _ in failures]
         if jax.process_index() == 0:
             for step in steps:
                 storage.move(storage.join(self.directory, str(step)),
                              storage.join(self.workdir, DAMAGED, str(step)))
-            print(f"moved damaged checkpoint(s) {', '.join(map(str, steps))} to "
-                  f"{storage.join(self.workdir, DAMAGED)}", flush=True)
+            print(f"warning: checkpoint {', '.join(f'{s} ({why})' for s, why in failures)} "
+                  f"cannot be restored; moved to {storage.join(self.workdir, DAMAGED)}, "
+                  f"resuming from checkpoint {restored}", flush=True)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("effssl_jax: damaged checkpoints set aside")
         storage.refresh(self.directory)

@@ -1,5 +1,5 @@
-"""One compiled train step per resolution bucket, compiled ahead of time; FLOPs of a step; JAX's
-persistent compilation cache.
+"""One compiled train step per resolution bucket, compiled ahead of time, with its FLOPs
+(costs.flops_of); JAX's persistent compilation cache.
 
 A Super Progressive run visits its buckets in order, so while one bucket trains the next bucket's
 step is compiled on a background thread (`CompiledSteps.prefetch`); the loop waits only if XLA
@@ -14,12 +14,11 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jax._src import xla_bridge  # private: FLOPs where Lowered.cost_analysis is unimplemented
-from jax._src.lib import _jax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from effssl_jax import storage
+from effssl_jax.costs import flops_of
 from effssl_jax.data.canvas import Images
 from effssl_jax.step import StepSpec
 
@@ -100,36 +99,3 @@ class CompiledSteps:
     @property
     def compile_count(self) -> int:
         return len(self.compiled)
-
-
-def flops_of(lowered) -> float:
-    """FLOPs of one call of a lowered computation, all devices together: XLA's cost analysis of
-    its HLO before backend optimisation, the same on every backend (the compiled executable's
-    analysis misses what a backend hands to libraries, such as cuDNN's convolutions). Backends
-    behind a PJRT plugin (CUDA, TPU) analyse compiled executables only: their HLO is analysed by
-    the CPU client, which JAX starts on every host unless JAX_PLATFORMS leaves it out."""
-    try:
-        analysis = lowered.cost_analysis()
-    except NotImplementedError:
-        analysis = None
-    if not analysis:
-        try:
-            cpu = xla_bridge.get_backend("cpu")
-        except RuntimeError as e:
-            raise RuntimeError("FLOPs are counted by the CPU client, which is not running; add "
-                               "cpu to JAX_PLATFORMS (e.g. JAX_PLATFORMS=cuda,cpu)") from e
-        analysis = _jax.hlo_module_cost_analysis(cpu, lowered.compiler_ir("hlo").as_hlo_module())
-    return float(analysis.get("flops", 0.0))
-
-
-def forward_flops(module, resolutions) -> dict[int, float]:
-    """{resolution: XLA's FLOPs (flops_of) of one image's forward through `module` in evaluation
-    mode}, lowered on abstract inputs (nothing is compiled or run). The variables' shapes are
-    taken at the largest resolution; a module whose parameters depend on the input side (a ViT's
-    position embedding does not: it is stored for its img_size and resampled) is not meant."""
-    resolutions = sorted(int(r) for r in resolutions)
-    image = lambda r: jax.ShapeDtypeStruct((1, r, r, 3), jnp.float32)
-    variables = jax.eval_shape(lambda x: module.init(jax.random.key(0), x, train=False),
-                               image(resolutions[-1]))
-    forward = jax.jit(lambda v, x: module.apply(v, x, train=False))
-    return {r: flops_of(forward.lower(variables, image(r))) for r in resolutions}

@@ -1,6 +1,6 @@
 """A run built from its config: plan, method, optimizer, mesh, state initialiser and compiled
 steps; or restored from a workdir. The one place that composes model + method + optimizer, used
-by train, evaluate, export, costs, the benchmarks and the tests.
+by train, evaluate, export, the benchmarks and the tests.
 """
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from effssl_jax import checkpoint, config_schema, hard_augment, methods, multicrop, optim
+from effssl_jax import checkpoint, config_schema, hard_augment, multicrop, optim
 from effssl_jax import plan as plan_lib
-from effssl_jax.compile import CompiledSteps, forward_flops
+from effssl_jax.compile import CompiledSteps
 from effssl_jax.data import canvas
 from effssl_jax.methods import recipes
-from effssl_jax.models import backbones
+from effssl_jax.networks import build_method
 from effssl_jax.plan import Plan
 from effssl_jax.step import StepSpec, create_state, data_mesh, make_step_fn
 
@@ -47,15 +47,6 @@ def eval_resolution(config) -> int:
     return config.eval.resolution or config.progressive.r_max
 
 
-def build_method(config, dtype, steps_per_epoch: int, total_steps: int):
-    """config.method's method on config.model's backbone, its two views augmented as
-    config.augment says (the method's own recipe or the paper's, with any overrides)."""
-    return methods.get_method(config, methods.MethodContext(
-        backbone=backbones.from_config(config, dtype), feature_dim=backbones.feature_dim(
-            config.model), view_configs=methods.view_configs(config),
-        dtype=dtype, steps_per_epoch=steps_per_epoch, total_steps=total_steps))
-
-
 def host_size(config, view_configs, resolution: int) -> canvas.HostSize:
     """How the host keeps images for the views of a step at `resolution` (data/canvas.py): sharp
     enough for the smallest and most elongated box that the global views (`view_configs`, at
@@ -69,20 +60,6 @@ def host_size(config, view_configs, resolution: int) -> canvas.HostSize:
         canvas.short_side(r, min(v.crop_scale[0] for v in views),
                           max(max(v.crop_ratio) for v in views)) for r, views in needs)
     return canvas.for_short_side(short, config.data.canvas_aspect)
-
-
-def with_measured_costs(config, plan: Plan) -> Plan:
-    """`plan` with the backbone's FLOPs of one image's forward at each of its buckets (and at
-    r_max), measured by XLA's cost analysis, where eq. 9's r^2 cost model does not describe the
-    backbone (ViTs: backbones.cost_is_quadratic); the plan's predicted speed-up then comes from
-    them. Unchanged for ResNets. Lowered, not compiled, at batch 1 (FLOPs scale with the batch),
-    in float32 whatever the run computes in, so that the plan does not depend on the device (a
-    bfloat16 program adds its casts)."""
-    if backbones.cost_is_quadratic(config.model.arch):
-        return plan
-    resolutions = sorted({*plan.resolutions, plan.r_max})
-    per_image = forward_flops(backbones.from_config(config, jnp.float32), resolutions)
-    return dataclasses.replace(plan, forward_flops=tuple(per_image.items()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +109,7 @@ def build(config, num_train: int, mesh: Mesh | None = None, dtype=None) -> Exper
     not the state's shapes). Default mesh: all devices; default dtype: config.dtype."""
     mesh = data_mesh() if mesh is None else mesh
     dtype = compute_dtype(config.dtype) if dtype is None else dtype
-    plan = with_measured_costs(config, plan_lib.make_plan(config, num_train))
+    plan = plan_lib.make_plan(config, num_train)
     method = build_method(config, dtype, plan.steps_per_epoch, plan.total_steps)
     tx = optim.from_config(config.optim, plan.lr, plan.momentum, plan.total_steps)
     replicated = NamedSharding(mesh, P())
@@ -146,11 +123,14 @@ def build(config, num_train: int, mesh: Mesh | None = None, dtype=None) -> Exper
 
 def restore(workdir: str, step: int | None = None, num_train: int | None = None):
     """(experiment, train state, checkpoint step) of WORKDIR's checkpoint `step` (default: the
-    latest), with the config the run was trained with."""
+    latest), with the config the run was trained with and the plan of its dataset size (saved in
+    the run record). num_train stands in for that size only in checkpoints written before runs
+    saved it (the state's shapes do not depend on it; its schedules do)."""
     config = config_schema.from_workdir(workdir)
-    exp = build(config, num_train or config.batch_size)
     ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints, create=False)
     try:
+        saved_size = ckpt.read_record(step).num_examples
+        exp = build(config, saved_size or num_train or config.batch_size)
         state, _ = ckpt.restore(exp.abstract_state, step)
     finally:
         ckpt.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from effssl_jax import hard_augment, progressive, schedules
+from effssl_jax import progressive, schedules
 from effssl_jax.errors import ConfigError
 
 
@@ -29,10 +29,6 @@ class Plan:
     hard_augment: bool
     num_views: int  # views augmented per image per step (2 without Hard Augment)
     r_sel: int
-    # ((resolution, FLOPs of one image's backbone forward), ...) measured at every bucket and
-    # r_max where eq. 9's r^2 cost model does not hold (ViTs; experiment.with_measured_costs);
-    # () for ResNets, whose speed-up is predicted by eq. 9.
-    forward_flops: tuple[tuple[int, float], ...] = ()
 
     def stage(self, step: int) -> progressive.Stage:
         return progressive.stage_at(list(self.stages), step)
@@ -58,25 +54,6 @@ class Plan:
     def selection_resolution(self, resolution: int) -> int:
         return min(self.r_sel, resolution)
 
-    @property
-    def predicted_speedup(self) -> float:
-        """The resolution plan's predicted speed-up over training at r_max throughout: from the
-        measured forward FLOPs per bucket when the plan has them (ViTs), else eq. 9 (cost form)."""
-        if self.forward_flops:
-            return progressive.measured_speedup(list(self.stages), dict(self.forward_flops),
-                                                self.r_max)
-        return self.predicted_speedup_r2
-
-    @property
-    def predicted_speedup_r2(self) -> float:
-        """Eq. 9 (cost form, cost quadratic in resolution) for the resolution plan alone."""
-        return progressive.predicted_speedup(list(self.stages), self.r_max)
-
-    @property
-    def predicted_speedup_basis(self) -> str:
-        """What `predicted_speedup` comes from: 'measured_flops' or 'eq9_r2'."""
-        return "measured_flops" if self.forward_flops else "eq9_r2"
-
     def describe(self) -> str:
         lines = [
             f"examples {self.num_examples}, global batch {self.batch_size}: "
@@ -90,15 +67,9 @@ class Plan:
                 f"{s.end / self.steps_per_epoch:g})" for s in self.stages),
             f"augmentation magnitude {self.magnitude(0):.2f} -> "
             f"{self.magnitude(self.total_steps - 1):.2f}",
-            (f"predicted speed-up of the resolution plan (backbone FLOPs per bucket, XLA's "
-             f"cost analysis): {self.predicted_speedup:.2f}x (eq. 9's r^2 model: "
-             f"{self.predicted_speedup_r2:.2f}x)" if self.forward_flops else
-             f"predicted speed-up of the resolution plan (eq. 9): {self.predicted_speedup:.2f}x"),
         ]
         if self.hard_augment:
-            m_ha = hard_augment.speed_factor(self.r_max, self.r_sel, self.num_views)
-            lines.append(f"hard augment: {self.num_views} views scored at {self.r_sel}px; "
-                         f"eq. 11 overhead at {self.r_max}px {100 * (1 - m_ha):.1f}%")
+            lines.append(f"hard augment: {self.num_views} views scored at {self.r_sel}px")
         return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ import jax
 from tqdm.auto import tqdm
 
 from effssl_jax import storage, viewers
-from effssl_jax.errors import ConfigError, DivergenceError
+from effssl_jax.errors import ConfigError
 
 METRICS, METRICS_PARTS = "metrics.jsonl", "metrics.jsonl.parts"
 
@@ -217,22 +217,17 @@ class PendingMetrics:
 
 class RunLog:
     """Everything the loop reports: metrics of recent steps kept on the device and fetched at the
-    log cadence (`add`, `flush`), metrics.jsonl and the progress bar (process 0 only), the kNN
-    lines, the finiteness check (optim.on_nonfinite) and the caller's early `stop`."""
+    cadences (`add`, `fetch`; the caller checks them and `write`s them), metrics.jsonl and the
+    viewers, the progress bar (process 0 only) and the kNN lines."""
 
-    def __init__(self, workdir: str, start: int, total_steps: int, config, stop=None,
+    def __init__(self, workdir: str, start: int, total_steps: int, config,
                  main_process: bool = True):
         self._metrics = MetricsLog(workdir, resume_step=start) if main_process else None
         self._viewers = viewers.Viewers(workdir, config, start) if main_process else None
         self._pending = PendingMetrics()
-        self._stop, self._main = stop, main_process
-        self._skip = config.optim.on_nonfinite == "skip"
-        self._max_skipped = config.optim.max_skipped_in_a_row
-        self._max_update_ratio = config.optim.max_update_ratio
-        self.skipped_in_a_row = 0
+        self._main = main_process
         self._bar_args = (total_steps, start, bool(config.progress_bar) and main_process)
         self._bar = None
-        self.last_checkpoint: int | None = start or None
 
     @property
     def bar(self):
@@ -250,70 +245,43 @@ class RunLog:
                            "magnitude": magnitude}, device_metrics, images)
         self.bar.update(self._pending.newly_completed())  # the bar counts finished steps only
 
-    def flush(self) -> bool:
-        """Fetches and logs the pending steps' metrics; True when `stop` asks to end the run.
-        A non-finite loss, gradient or state raises DivergenceError naming the step and the last
-        checkpoint (`last_checkpoint`, kept up to date by the loop)."""
+    def fetch(self) -> list[dict]:
+        """The pending steps' metrics, fetched from the device (waits for every pending step),
+        in step order; written only when the caller `write`s them."""
         uncounted = self._pending.uncounted
-        records = self._pending.fetch()  # waits for every pending step
+        records = self._pending.fetch()
         self.bar.update(uncounted)
-        for record in records:
-            if self._stop is not None and self._stop(record):
-                return True
-            if record.get("healthy", 1.0) == 1.0:
-                self.skipped_in_a_row = 0
-            else:  # under 'skip' the step kept its state (step.py); the record says so
-                self.skipped_in_a_row += 1
-                if not self._skip or self.skipped_in_a_row >= self._max_skipped:
-                    raise DivergenceError(self._divergence(record))
-            self._write(record)
-        if self._metrics is not None:
-            self._metrics.flush()  # before any checkpoint that follows: durable up to it
         if records:
             last = records[-1]
             self.bar.set_postfix(loss=f"{last['loss']:.4f}", res=last["resolution"],
                                  lr=f"{last['lr']:.3g}", img_s=f"{last['images_per_sec']:.0f}")
-        return False
-
-    def _divergence(self, record: dict) -> str:
-        ratio, limit = record.get("update_ratio", 0.0), self._max_update_ratio
-        if not math.isfinite(record["loss"]):
-            what = f"the loss is {record['loss']}"
-        elif math.isfinite(ratio) and ratio > limit:
-            what = (f"the update was {ratio:.3g}x the weights (more than "
-                    f"--config.optim.max_update_ratio={limit:g})")
-        else:
-            what = ("the weights, batch-norm statistics or gradients are not finite (or their "
-                    "norms overflow)")
-        saved = ("no checkpoint was written" if self.last_checkpoint is None else
-                 f"the last checkpoint, step {self.last_checkpoint}, is finite")
-        if self._skip:
-            what += f" ({self.skipped_in_a_row} updates in a row skipped)"
-        return (f"training diverged at step {record['step']}: {what}; {saved}. Lower "
-                "--config.optim.lr (or clip with --config.optim.clip_grad_norm) and rerun: it "
-                "resumes from the last checkpoint")
+        return records
 
     def knn(self, step: int, plan, record) -> None:
         """Logs the kNN accuracy just measured (record.knn_top1) with the cost so far."""
         entry = {"step": step, "epoch": plan.epoch(step), "knn_top1": record.knn_top1,
                  "pflops": record.train_flops / 1e15, "train_time_s": record.train_time_s}
         if step == 0:
-            self._write(entry)
+            self.write(entry)
             if self._main:
                 print(f"kNN top-1 at initialisation: {100 * record.knn_top1:.2f}%", flush=True)
             return
-        self._write({**entry, "wall_clock_s": record.wall_clock_s})
+        self.write({**entry, "wall_clock_s": record.wall_clock_s})
         if self._main:
             self.bar.write(f"epoch {plan.epoch(step):g}: kNN top-1 {100 * record.knn_top1:.2f}%")
 
-    def note(self, entry: dict) -> None:
-        """A record of an event (e.g. the config changed on resume) in metrics.jsonl."""
-        self._write(entry)
-
-    def _write(self, entry: dict) -> None:
+    def write(self, entry: dict) -> None:
+        """One record (a step's metrics, an event such as a config change on resume) in
+        metrics.jsonl and the viewers."""
         if self._metrics is not None:
             self._metrics.write(entry)
             self._viewers.write(entry)
+
+    def flush(self) -> None:
+        """Makes the records written so far durable (in a bucket, one new object): the loop
+        flushes after each fetch, so before any checkpoint that follows."""
+        if self._metrics is not None:
+            self._metrics.flush()
 
     def close(self) -> None:
         if self._bar is not None:

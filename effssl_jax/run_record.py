@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from typing import TYPE_CHECKING
 
-from effssl_jax import hard_augment
+if TYPE_CHECKING:
+    from effssl_jax import costs
 
 
 @dataclasses.dataclass
@@ -26,6 +28,7 @@ class RunRecord:
     eval_s: float = 0.0
     checkpoint_s: float = 0.0
     data_iterator: dict | None = None  # the loader's state at the checkpoint (data/grain_loader.py)
+    num_examples: int | None = None  # the size of the dataset the run's plan was made for
 
     @classmethod
     def from_dict(cls, d: dict) -> RunRecord:
@@ -40,6 +43,11 @@ class RunRecord:
         self.flops_by_resolution[key] = self.flops_by_resolution.get(key, 0.0) + flops
         self.steps_by_resolution[key] = self.steps_by_resolution.get(key, 0) + 1
         self.selection_flops += selection_flops
+
+    @property
+    def steps(self) -> int:
+        """The steps trained so far."""
+        return sum(self.steps_by_resolution.values())
 
     @property
     def train_flops(self) -> float:
@@ -73,40 +81,13 @@ class Stopwatch:
             setattr(self.record, field, getattr(self.record, field) + time.perf_counter() - t0)
 
 
-def summary(config, plan, record: RunRecord, gflops_per_step: dict, step: int,
-            compiled_steps: int, skipped_images: int, pflops_paper: float,
-            baseline: dict | None = None) -> dict:
-    """summary.json: what the run cost and reached (FLOPs in XLA's and the paper's conventions,
-    costs.py)."""
-    train_flops = record.train_flops
-    out = {
+def summary(config, plan, record: RunRecord, cost: costs.RunCost, skipped_images: int) -> dict:
+    """summary.json: what the run is, the kNN accuracy it reached, what it cost (every cost key
+    comes from costs.RunCost) and the undecodable images this process met."""
+    steps = record.steps
+    return {
         "name": config.name, "method": config.method, "lr_schedule": config.optim.schedule,
         "resolution_schedule": config.progressive.schedule,
-        "hard_augment": bool(config.hard_augment.enabled), "steps": step,
-        "epochs": plan.epoch(step), "knn_top1_init": record.knn_top1_init,
-        "knn_top1": record.knn_top1, "wall_clock_s": round(record.wall_clock_s, 2),
-        "train_time_s": round(record.train_time_s, 2),
-        "compile_s": round(record.compile_s, 2), "eval_s": round(record.eval_s, 2),
-        "total_pflops": train_flops / 1e15, "pflops_paper": pflops_paper,
-        "eval_pflops": record.eval_flops / 1e15,
-        "selection_pflops": record.selection_flops / 1e15,
-        "selection_overhead": record.selection_flops / max(train_flops, 1e-9),
-        "selection_overhead_eq11": hard_augment.overhead_eq11(
-            record.steps_by_resolution, plan.r_sel, plan.num_views) if plan.hard_augment else 0.0,
-        "pflops_by_resolution": {k: v / 1e15 for k, v in record.flops_by_resolution.items()},
-        "steps_by_resolution": record.steps_by_resolution,
-        "gflops_per_step": gflops_per_step,
-        "predicted_speedup_resolution": plan.predicted_speedup,  # measured FLOPs for ViTs
-        "predicted_speedup_basis": plan.predicted_speedup_basis,
-        "predicted_speedup_eq9": plan.predicted_speedup_r2,
-        "compiled_steps": compiled_steps,
-        "skipped_images": skipped_images,  # undecodable files met by this process
-    }
-    if baseline is not None:
-        out["speedup_vs"] = {"workdir": config.compare_to,
-                             "flops": baseline["total_pflops"] / out["total_pflops"],
-                             "flops_paper": (baseline["pflops_paper"] / pflops_paper
-                                             if baseline.get("pflops_paper") else None),
-                             "train_time": baseline["train_time_s"] / max(out["train_time_s"],
-                                                                          1e-9)}
-    return out
+        "hard_augment": bool(config.hard_augment.enabled), "steps": steps,
+        "epochs": plan.epoch(steps), "knn_top1_init": record.knn_top1_init,
+        "knn_top1": record.knn_top1, **cost.to_dict(), "skipped_images": skipped_images}

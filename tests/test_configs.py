@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from effssl_jax import config_schema, experiment, train
+from effssl_jax import config_schema, experiment, progressive, train
 from effssl_jax import plan as plan_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,7 +96,8 @@ def test_imagenette_ablation_keeps_the_papers_ratios(scale):
     assert base.model.cifar_stem == full.model.cifar_stem == (scale == "cifar16")
     plan = plan_lib.make_plan(full, 9469)
     assert len(plan.resolutions) == 6 and max(plan.resolutions) == full.progressive.r_max
-    assert plan.predicted_speedup == pytest.approx(1.67, abs=0.01)
+    assert progressive.predicted_speedup(list(plan.stages), plan.r_max) == pytest.approx(
+        1.67, abs=0.01)
     assert full.hard_augment.r_sel == round(64 / 224 * full.progressive.r_max)
     with pytest.raises(ValueError, match="unknown scale"):
         config_schema.from_recipe(f"{path}:ca,20,cifar32")

@@ -16,7 +16,7 @@ import pytest
 from conftest import COMPILE_FAST, made_once
 from tiny import tiny_config, tiny_experiment, tiny_images
 
-from effssl_jax import augment, config_schema, experiment, export, step
+from effssl_jax import augment, config_schema, costs, experiment, export, step
 from effssl_jax.errors import ConfigError, UserError
 from effssl_jax.models import backbones, vit
 
@@ -172,7 +172,8 @@ def test_vit_predicted_speedup_comes_from_measured_flops_per_bucket():
     c.progressive.update(schedule="super_progressive", r_min=4, r_max=16, bucket_step=4)
     exp = tiny_experiment(c, dtype=jnp.bfloat16)
     plan = exp.plan
-    assert plan.resolutions == (4, 8, 12, 16) and plan.predicted_speedup_basis == "measured_flops"
+    speedup = costs.predicted_speedup(c, plan)
+    assert plan.resolutions == (4, 8, 12, 16) and speedup.basis == "measured_flops"
 
     backbone = vit.get_vit("vit_micro", patch_size=4, img_size=16)
     shapes = jax.eval_shape(lambda: backbone.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3))))
@@ -182,16 +183,15 @@ def test_vit_predicted_speedup_comes_from_measured_flops_per_bucket():
     steps = plan.steps_by_resolution()
     expected = (sum(n * flops[16] for n in steps.values())
                 / sum(n * flops[r] for r, n in steps.items()))
-    assert plan.predicted_speedup == pytest.approx(expected, rel=1e-9)
-    assert abs(plan.predicted_speedup - plan.predicted_speedup_r2) > 0.02
-    r2 = plan.predicted_speedup_r2
-    assert f"{expected:.2f}x (eq. 9's r^2 model: {r2:.2f}x)" in plan.describe()
+    assert speedup.predicted == pytest.approx(expected, rel=1e-9)
+    assert abs(speedup.predicted - speedup.eq9) > 0.02
+    assert f"{expected:.2f}x (eq. 9's r^2 model: {speedup.eq9:.2f}x)" in costs.Forecast(
+        speedup, None, 0.0, None).describe()
 
     resnet = c.copy_and_resolve_references()
     resnet.model.arch = "resnet10"  # tiny_config's ResNet
-    resnet_plan = tiny_experiment(resnet).plan
-    assert resnet_plan.forward_flops == () and resnet_plan.predicted_speedup_basis == "eq9_r2"
-    assert resnet_plan.predicted_speedup == resnet_plan.predicted_speedup_r2
+    resnet_speedup = costs.predicted_speedup(resnet, tiny_experiment(resnet).plan)
+    assert resnet_speedup.basis == "eq9_r2" and resnet_speedup.predicted == resnet_speedup.eq9
 
     # One backbone registry: the ViT's features (class token, width 48) size the heads; bf16
     # compute keeps float32 parameters, as for ResNets.

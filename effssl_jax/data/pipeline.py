@@ -12,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import jax
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from effssl_jax.data import (
     canvas,
@@ -182,19 +185,51 @@ def open_run_data(config, train_size: canvas.HostSize, eval_resolution: int):
     return train, bank, load_split(config, "eval", evaluation, limit)
 
 
+class GlobalBatches:
+    """A host loader (MemoryLoader, GrainLoader: this host's batch as numpy) that yields each
+    step's batch as the global array on `mesh` that the train step takes, as the DeviceLoader
+    does, so that the loop never asks which kind of loader it has."""
+
+    def __init__(self, loader, mesh):
+        self._loader = loader
+        self._sharding = NamedSharding(mesh, P("data"))
+
+    def canvas(self, step: int) -> int:
+        return self._loader.canvas(step)
+
+    def restore(self, start: int, saved: dict | None = None) -> None:
+        self._loader.restore(start, saved)
+
+    def state(self) -> dict:
+        return self._loader.state()
+
+    def __iter__(self):
+        iter(self._loader)
+        return self
+
+    def __next__(self):
+        step, images = next(self._loader)
+        return step, jax.tree.map(
+            lambda a: jax.make_array_from_process_local_data(self._sharding, a), images)
+
+    def close(self) -> None:
+        self._loader.close()
+
+
 def make_loader(config, train, plan, mesh, size_of, process_index: int = 0,
                 process_count: int = 1):
-    """The iterator of (step, canvas.Images) over a run's plan: a DeviceLoader (global batches on
-    `mesh`) with data.loader=device, a MemoryLoader over an ArrayDataset, else a GrainLoader over
-    a source at each bucket's host size, size_of(resolution) (these two give this host's batch as
-    numpy)."""
+    """The iterator of (step, canvas.Images as global arrays on `mesh`) over a run's plan: a
+    DeviceLoader with data.loader=device, a MemoryLoader over an ArrayDataset, else a GrainLoader
+    over a source at each bucket's host size, size_of(resolution) (these two through
+    GlobalBatches)."""
     sampler = Sampler(len(train), config.batch_size, config.seed, process_index, process_count)
     if config.data.loader == "device":
         return device_loader.DeviceLoader(train.whole_images(), sampler, plan.total_steps, mesh,
                                           config.prefetch)
     if isinstance(train, ArrayDataset):
-        return memory_loader.MemoryLoader(train.whole_images(), sampler, plan.total_steps,
-                                          config.prefetch)
+        return GlobalBatches(memory_loader.MemoryLoader(
+            train.whole_images(), sampler, plan.total_steps, config.prefetch), mesh)
     sizes = grain_loader.host_sizes(plan, size_of)
-    return grain_loader.GrainLoader(train, sampler, sizes, plan.total_steps, config.data.threads,
-                                    config.data.processes, config.prefetch)
+    return GlobalBatches(grain_loader.GrainLoader(
+        train, sampler, sizes, plan.total_steps, config.data.threads, config.data.processes,
+        config.prefetch), mesh)
