@@ -1,12 +1,9 @@
 """BYOL (Grill et al. 2020): predictor + EMA target, tau 0.99 -> 1 (solo-learn ImageNet-100);
 asymmetric blur/solarize views.
 
-Optimiser, schedule and resolution: the paper's Imagenette baseline (common.imagenette_baseline, as
-configs/simsiam_baseline.py): the paper uses the same optimiser and augmentation hyper-parameters
-for every method (Sec. 4.2). Here the views follow BYOL's own augmentation recipe (augment.recipe
-'method'; the paper's setting: --config.augment.recipe=paper); the method's own hyper-parameters
-are in config_schema.py (c.byol) with their sources, and the recipe's, in
-effssl_jax/methods/byol.py."""
+Optimiser, schedule and resolution: common.imagenette_baseline (the paper trains every method with
+one setting, Sec. 4.2). Views: BYOL's own recipe (effssl_jax/methods/byol.py; the paper's setting:
+--config.augment.recipe=paper). The method's hyper-parameters: config_schema.py (c.byol)."""
 from configs import common
 
 

@@ -49,6 +49,19 @@ def start(command: list[str], log_prefix, processes: int = 2, devices: int = 4):
         stderr=subprocess.STDOUT, text=True) for i in range(processes)]
 
 
+def kill_when(procs, saved, timeout=600) -> None:
+    """SIGKILLs every process as soon as `saved()` (a checkpoint is committed), asserting that
+    none has ended before."""
+    deadline = time.time() + timeout
+    while not saved():
+        assert all(p.poll() is None for p in procs) and time.time() < deadline, \
+            "the run ended before its step-2 checkpoint"
+        time.sleep(0.05)
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+
+
 def finish(procs, log_prefix, timeout=600):
     codes = [p.wait(timeout=timeout) for p in procs]
     logs = [open(f"{log_prefix}.{i}").read() for i in range(len(procs))]
@@ -70,14 +83,7 @@ def runs(tmp_path_factory, worker_id, image_folder):
                              env=_env(8), capture_output=True, text=True, timeout=600)
         assert one.returncode == 0, one.stderr[-3000:]
         procs = start([*train, f"--workdir={root / 'two'}"], root / "killed")
-        deadline = time.time() + 600
-        while not (root / "two" / "checkpoints" / "2").exists():
-            assert all(p.poll() is None for p in procs) and time.time() < deadline, \
-                "the run ended before its step-2 checkpoint"
-            time.sleep(0.05)
-        for p in procs:
-            p.send_signal(signal.SIGKILL)
-            p.wait()
+        kill_when(procs, (root / "two" / "checkpoints" / "2").exists)
         logs["two"] = finish(start([*train, f"--workdir={root / 'two'}"], root / "two"),
                              root / "two")
         evaluate = ["-m", "effssl_jax.evaluate", "--protocol=knn", f"--workdir={root / 'two'}"]
