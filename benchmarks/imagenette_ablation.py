@@ -8,6 +8,7 @@ one after another (each resumable: rerun the command to continue) and prints the
     python benchmarks/imagenette_ablation.py --scale cifar16     # CIFAR stem at 16 px
     python benchmarks/imagenette_ablation.py --scale cifar16 --seed 1            # another seed
     python benchmarks/imagenette_ablation.py --scale cifar16 --seeds-table 0,1   # spread over seeds
+    python benchmarks/imagenette_ablation.py --scale cifar16 --out NEW --compare-to OLD  # row by row
     python benchmarks/imagenette_ablation.py --scale vit32 --epochs 5 --rows ca,f1clr+sp
 
 Scales: imagenet32 (default) and cifar16 (configs/imagenette_ablation.py, ResNet-18 SimCLR), and
@@ -227,6 +228,53 @@ def seeds_table(rows: list[str], scale: str, seeds: list[int]) -> tuple[list[dic
     return out, columns
 
 
+def _csv_rows(path: str, key: str) -> dict[str, dict]:
+    with open(path, newline="") as f:
+        return {r[key]: r for r in csv.DictReader(f)}
+
+
+def comparison(old_out: str, new_out: str) -> list[dict]:
+    """Row by row, the table in `old_out` against the one in `new_out` (each an --out folder:
+    table.csv, and the report's results.csv for the linear probe): kNN and linear top-1 %, each
+    row's gap to CA, PFLOPs, and the new table's speed-ups. Cells are read from the files, so a
+    comparison can be rebuilt from committed records alone."""
+    def accuracies(out):
+        table = _csv_rows(os.path.join(out, "table.csv"), "row")
+        report = _csv_rows(os.path.join(out, "results.csv"), "run")
+        return {row: (float(t["kNN %"]), _float(report.get(row.replace("+", "_"), {}).get(
+            "linear_top1_%")), t) for row, t in table.items()}
+
+    old, new = accuracies(old_out), accuracies(new_out)
+    (ca_ok, ca_ol, _), (ca_nk, ca_nl, _) = old.get("ca", (None, None, {})), new["ca"]
+    rows = []
+    for row in (r for r in ROWS if r in new):
+        (ok, ol, ot), (nk, nl, nt) = old.get(row, (None, None, {})), new[row]
+        rows.append({
+            "row": f"{row} ({float(nt['epochs']):g})",
+            "kNN %, before → now": f"{_pct(ok)} → **{_pct(nk)}**",
+            "linear %, before → now": f"{_pct(ol)} → **{_pct(nl)}**",
+            "gap to CA, kNN / linear: before → now": "–" if row == "ca" else (
+                f"{_gap(ok, ca_ok)} / {_gap(ol, ca_ol)} → {_gap(nk, ca_nk)} / {_gap(nl, ca_nl)}"),
+            "PFLOPs before / now": f"{ot.get('PFLOPs', '')} / {nt['PFLOPs']}",
+            "FLOP speed-up": f"{float(nt['FLOP speed-up']):.2f}x",
+            "step-time speed-up": (f"{float(nt['step-time speed-up']):.2f}x"
+                                   if nt.get("step-time speed-up") else ""),
+        })
+    return rows
+
+
+def _float(text):
+    return float(text) if text not in (None, "") else None
+
+
+def _pct(value) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _gap(value, baseline) -> str:
+    return "" if value is None or baseline is None else f"{value - baseline:+.2f}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=30, help="baseline epochs E (efficient: 0.6 E)")
@@ -241,6 +289,9 @@ def main():
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--time-steps", action="store_true",
                     help="also time every row's bucket steps side by side (a few minutes)")
+    ap.add_argument("--compare-to", metavar="OLD_OUT",
+                    help="only print OUT's table against OLD_OUT's, row by row (both --out "
+                         "folders), and write it to OUT/comparison.md")
     ap.add_argument("--seeds-table", metavar="SEEDS",
                     help="only write OUT/seeds.md: kNN and linear top-1 of the finished runs of "
                          "these seeds (comma-separated), in the default runs folders")
@@ -251,6 +302,15 @@ def main():
     unknown = set(rows) - set(ROWS)
     if unknown:
         sys.exit(f"error: unknown rows {sorted(unknown)}; valid: {', '.join(ROWS)}")
+    if args.compare_to:
+        rows_ = comparison(args.compare_to, args.out)
+        md = markdown(rows_, list(rows_[0]))
+        print(md)
+        with open(os.path.join(args.out, "comparison.md"), "w") as f:
+            f.write(f"Command: python benchmarks/imagenette_ablation.py --scale {args.scale} "
+                    f"--out {os.path.relpath(args.out, REPO)} --compare-to "
+                    f"{os.path.relpath(args.compare_to, REPO)}\n\n{md}\n")
+        return
     if args.seeds_table:
         seeds = [int(s) for s in args.seeds_table.split(",")]
         md = markdown(*seeds_table(rows, args.scale, seeds))

@@ -60,3 +60,30 @@ def test_step_timing_compiles_with_the_flags_launch_sets(monkeypatch):
     with pytest.raises(Built) as built:
         bench.step_times(["ca"], 30, "cifar16")
     assert built.value.args[0] == cpu_flags.default_flags() != ""
+
+
+def _out(path, rows):
+    """An --out folder: table.csv and the report's results.csv, rows {row: (kNN, linear|None)}."""
+    os.makedirs(path)
+    with open(os.path.join(path, "table.csv"), "w") as f:
+        f.write("row,epochs,kNN %,PFLOPs,FLOP speed-up,step-time speed-up\n")
+        for row, (knn, _) in rows.items():
+            f.write(f"{row},30.0,{knn},0.1,1.0,\n")
+    with open(os.path.join(path, "results.csv"), "w") as f:
+        f.write("run,linear_top1_%\n")
+        for row, (_, linear) in rows.items():
+            f.write(f"{row.replace('+', '_')},{'' if linear is None else linear}\n")
+    return str(path)
+
+
+def test_comparison_reads_both_tables_and_the_gaps_to_ca(tmp_path):
+    old = _out(tmp_path / "old", {"ca": (40.0, 50.0), "f1clr+sp": (38.5, None)})
+    new = _out(tmp_path / "new", {"ca": (45.0, 52.0), "f1clr+sp": (44.0, 52.5),
+                                  "ca+ha": (43.0, 51.0)})
+    rows = {r["row"]: r for r in _benchmark().comparison(old, new)}
+    assert list(rows) == ["ca (30)", "ca+ha (30)", "f1clr+sp (30)"]  # configs/ablation.py order
+    sp = rows["f1clr+sp (30)"]
+    assert sp["kNN %, before → now"] == "38.50 → **44.00**"
+    assert sp["linear %, before → now"] == " → **52.50**"
+    assert sp["gap to CA, kNN / linear: before → now"] == "-1.50 /  → -1.00 / +0.50"
+    assert rows["ca+ha (30)"]["kNN %, before → now"] == " → **43.00**"  # a row new in this table
