@@ -8,7 +8,7 @@ one after another (each resumable: rerun the command to continue) and prints the
     python benchmarks/imagenette_ablation.py --scale cifar16     # CIFAR stem at 16 px
     python benchmarks/imagenette_ablation.py --scale cifar16 --seed 1            # another seed
     python benchmarks/imagenette_ablation.py --scale cifar16 --seeds-table 0,1   # spread over seeds
-    python benchmarks/imagenette_ablation.py --scale cifar16 --out NEW --compare-to OLD  # row by row
+    python benchmarks/imagenette_ablation.py --scale cifar16 --out NEW --compare-to OLD  # by row
     python benchmarks/imagenette_ablation.py --scale vit32 --epochs 5 --rows ca,f1clr+sp
 
 Scales: imagenet32 (default) and cifar16 (configs/imagenette_ablation.py, ResNet-18 SimCLR), and
