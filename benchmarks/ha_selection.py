@@ -66,8 +66,9 @@ def pairings(full: np.ndarray, small: np.ndarray, num_views: int) -> dict:
     """The all-pairs choice against the cross-pairs choice (see the module docstring) for pair
     losses `full` and `small` [C(n, 2), B] over hard_augment.pair_indices(num_views)."""
     from effssl_jax import hard_augment
-    first, second = hard_augment.pair_indices(num_views)
-    cross = np.flatnonzero(first % 2 != second % 2)
+    one_of_each = {frozenset(p) for p in zip(*hard_augment.pair_indices(num_views, cross=True))}
+    cross = np.array([k for k, p in enumerate(zip(*hard_augment.pair_indices(num_views)))
+                      if frozenset(p) in one_of_each])  # their rows among all C(n, 2) pairs
     chosen = small[cross].argmax(0)
     order_full = np.argsort(-full, axis=0)
     rank = np.argmax(order_full == cross[chosen][None], axis=0)
