@@ -553,6 +553,59 @@ def same_weights_steps(method: str, steps: int = 5, seed: int = 0, float64: bool
     return "\n".join(lines)
 
 
+def init_knn(method: str, seeds, data: str = IMAGENETTE, workers: int = 0) -> str:
+    """kNN at initialisation over more seeds than the training runs, each side's initial weights
+    on the same evaluation pixels (torchvision's eval_transform, which the library's
+    folder.CenterCrop reproduces): torchvision's initialisation in PyTorch; the library's own
+    (exp.init(key(seed)), as train.run draws it); and torchvision's weights copied into the
+    library's network, which separates a difference of the initial weights from one of the two
+    networks' computation. Each seed also draws its own kNN subsets, as the runs do, and the
+    first two columns are the runs' own kNN at initialisation where a run of that seed exists."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from effssl_jax import experiment
+    from effssl_jax.evaluate.features import extract_features, make_feature_fn
+    from effssl_jax.evaluate.knn import knn_accuracy
+    from effssl_jax.step import data_mesh
+
+    mesh = data_mesh(jax.devices()[:1])
+    mean, std = np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)
+    lines = [f"{method}: kNN top-1 % at initialisation on each seed's subsets",
+             "| seed | PyTorch | library | PyTorch's weights in the library's network |",
+             "|---|---|---|---|"]
+    columns = []
+    for seed in seeds:
+        config = recipe(method, seed, 1, data)
+        size, bs = config.progressive.r_max, config.eval.batch_size
+        torch.manual_seed(seed)  # then as run_torch: each split's DataLoader draws a seed first
+        bank, queries = (_torch_eval_split(config, s, size, workers) for s in ("train", "val"))
+        nets = _torch_nets(config)
+        uint8 = [np.rint(255 * (x.permute(0, 2, 3, 1).numpy() * std + mean)).clip(0, 255)
+                 .astype(np.uint8) for x in (bank[0], queries[0])]
+
+        def knn(features):
+            return 100 * knn_accuracy(features(bank[0], uint8[0]), bank[1],
+                                      features(queries[0], uint8[1]), queries[1],
+                                      k=config.eval.knn_k, temperature=config.eval.knn_temperature,
+                                      num_classes=bank[2])
+        exp = experiment.build(config, 9469, mesh)
+        state = exp.init(jax.random.key(config.seed))
+        fn = make_feature_fn(exp.method.net, mesh, jnp.float32)
+        row = [knn(lambda x, _: _torch_features(nets, x, bs)),
+               knn(lambda _, u: extract_features(
+                   fn, {"params": state.params, "batch_stats": state.batch_stats}, u, bs, mesh)),
+               knn(lambda _, u: extract_features(fn, _torch_into_flax(nets), u, bs, mesh))]
+        columns.append(row)
+        lines.append(f"| {seed} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+        print(lines[-1], flush=True)
+    c = np.asarray(columns)
+    lines.append("| mean ± std | " + " | ".join(
+        f"{m:.2f} ± {s:.2f}" for m, s in zip(c.mean(0), c.std(0, ddof=1))) + " |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------------
 # Whether the two sides' views are alike: statistics of both augmentations on the same images.
 # ----------------------------------------------------------------------------------------------
@@ -705,6 +758,8 @@ def main():
     p.add_argument("--float64", action="store_true", help="--same-weights-steps in 64 bits")
     p.add_argument("--augment-stats", action="store_true",
                    help="print statistics of --method's views made by both sides' augmentations")
+    p.add_argument("--init-knn", metavar="SEEDS",
+                   help="print --method's kNN at initialisation on both sides for these seeds")
     p.add_argument("--first-step", action="store_true",
                    help="print --method's first-step loss and gradient norm on both sides")
     args = p.parse_args()
@@ -717,6 +772,10 @@ def main():
         return
     if args.augment_stats:
         print(augment_statistics(args.method or "simsiam", data=args.data))
+        return
+    if args.init_knn:
+        print(init_knn(args.method or "simclr", [int(v) for v in args.init_knn.split(",")],
+                       args.data, args.workers))
         return
     if args.first_step:
         print(first_step(args.method or "simclr", args.data))

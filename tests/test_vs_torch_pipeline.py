@@ -88,3 +88,15 @@ def test_table(bench, tmp_path):
     assert lines[9] == ("| 1 | 0.9000 ± 0.0000 | 1.1000 ± 0.1000 | 0.5000 | 0.1000 "
                         "| 33.00 ± 2.00 | 32.00 ± 2.00 | 20.00 | 2.00 |")
     assert "9.0" not in "\n".join(lines)
+
+
+def test_init_knn_separates_the_weights_from_the_networks(bench, image_folder):
+    """--init-knn: torchvision's initial weights give the same kNN in PyTorch and copied into the
+    library's network on the library's uint8 crops (so the columns differ only by the draw), and
+    the library's column is its own run's initialisation."""
+    root = image_folder(per_class=6)
+    lines = bench.init_knn("simclr", [0, 3], data=root).splitlines()
+    rows = [[float(v) for v in line.strip("| ").split(" | ")[1:]] for line in lines[3:5]]
+    for torch_knn, _, copied in rows:
+        assert copied == pytest.approx(torch_knn)
+    assert lines[5].startswith("| mean ± std |")
