@@ -23,13 +23,14 @@ RECORD = os.path.join(ROOT, "tests", "recipe_values.json")
 
 def recipes() -> list[str]:
     """Every configs/*.py, with each argument its docstring names."""
-    from configs import ablation
+    from configs import ablation, imagenette_table9
     names = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
                    if f.endswith(".py") and f not in ("__init__.py", "common.py"))
     args = {name: [None] for name in names}
     args["quickstart"] += [n for n in names if n.endswith(("_baseline", "_f1clr"))]
     args["ablation"] = args["imagenette_vit"] = list(ablation.ROWS)
     args["imagenette_ablation"] = list(ablation.ROWS) + ["ca,20,cifar16", "f1clr+sp+ha,20,cifar16"]
+    args["imagenette_table9"] = [*imagenette_table9.ROWS, "base,14"]
     args["lightly_imagenette"] = ["cosine", "efficient", "efficient,100"]
     args["lr_range_test"] = [None, "byol", "dino"]
     return [f"{n}.py" + (f":{a}" if a else "") for n in names for a in args[n]]
