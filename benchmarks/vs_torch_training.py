@@ -57,8 +57,10 @@ runs after a step), for smoke tests; a stopped run has no kNN after its part epo
 
 Where a gap comes from: `--first-step` (one step's loss and gradient on the same weights),
 `--same-weights-steps N [--float64]` (N of the library's train steps next to PyTorch's from the
-same weights on the same views; both compare the library's views on purpose), and
-`--augment-stats` (statistics of both sides' views of the same files).
+same weights on the same views; both compare the library's views on purpose),
+`--augment-stats` (statistics of both sides' views of the same files), and `--init-knn SEEDS`
+(each side's kNN at initialisation over many seeds, and torchvision's weights in the library's
+network: the draw's noise, apart from the networks').
 """
 from __future__ import annotations
 
