@@ -25,8 +25,9 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-from configs.imagenette_table9 import DEFAULT_EPOCHS, ROWS  # noqa: E402
 from imagenette_ablation import final_accuracies, markdown, read_summary  # noqa: E402
+
+from configs.imagenette_table9 import DEFAULT_EPOCHS, ROWS  # noqa: E402
 
 COLUMNS = ("row", "epochs", "kNN %", "linear %", "PFLOPs", "FLOPs vs base",
            "selection overhead", "equal-FLOP base", "kNN vs equal-FLOP base",
