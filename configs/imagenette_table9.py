@@ -11,11 +11,9 @@
 and the equal-FLOP baselines, which benchmarks/imagenette_table9.py adds as `base` with the
 epochs that spend a row's measured FLOPs (--config ...:base,14 etc.).
 
-Why 12 px of 16 (R_SEL): results/ha_selection_cifar16/ measured, on this network at 16 px, that
-the pair chosen at 12 px is the full-resolution hardest for 0.47-0.51 of the images (7x chance at
-15 pairs) with a Spearman correlation of 0.75, where the ablations' 5 px chose it for about 0.2.
-The paper's Table 9 scored at 64 and 96 px of 224 (0.29 and 0.43 of r); at 16 px those fractions
-(5 and 7 px) lie between the measured 4, 6 and 8 px rows, 0.17-0.31.
+Why 12 px of 16 (R_SEL): the side at which results/ha_selection_cifar16/ measured the choice far
+better than chance, where the ablations' 5 px (64/224 of r, the paper's fraction) was not; the
+figures are in that folder's README.
 
 Everything else is configs/imagenette_ablation.py's cifar16 scale: half-width ResNet-18 with the
 CIFAR stem, SimCLR with the paper's augmentation, batch 128, cosine lr 0.1, whole Imagenette
