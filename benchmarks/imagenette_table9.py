@@ -77,13 +77,15 @@ def plan(runs: str, base_epochs: int) -> list[tuple[str, int, str]]:
 
 
 def table(runs: str, base_epochs: int) -> list[dict]:
-    done = {workdir: (row, epochs, read_summary(workdir)) for row, epochs, workdir in
-            plan(runs, base_epochs) if read_summary(workdir) is not None}
+    done = {}  # workdir -> (row, epochs, summary) of the finished runs
+    for row, epochs, workdir in plan(runs, base_epochs):
+        if (summary := read_summary(workdir)) is not None:
+            done[workdir] = (row, epochs, summary)
     base = done.get(workdir_of(runs, "base", base_epochs, base_epochs))
     rows = []
     for workdir, (row, epochs, s) in done.items():
         knn, linear = final_accuracies(workdir)
-        r = {"row": row if workdir.endswith(row.replace("+", "_")) else f"base, {epochs} epochs",
+        r = {"row": row if epochs == base_epochs else f"base, {epochs} epochs",
              "epochs": epochs, "kNN %": round(knn, 2),
              "linear %": "" if linear is None else round(linear, 2),
              "PFLOPs": round(s["total_pflops"], 4),
@@ -107,27 +109,24 @@ def table(runs: str, base_epochs: int) -> list[dict]:
 def seeds_table(runs_of, base_epochs: int, seeds: list[int]) -> list[dict]:
     """Per row: kNN and linear per seed, their means, and the mean difference against the
     equal-FLOP baseline (over the seeds that have both)."""
-    per_seed = {seed: {r["row"]: r for r in table(runs_of(seed), base_epochs)} for seed in seeds}
-    names = list(dict.fromkeys(r for t in per_seed.values() for r in t))
+    tables = {seed: {r["row"]: r for r in table(runs_of(seed), base_epochs)} for seed in seeds}
+    names = list(dict.fromkeys(r for t in tables.values() for r in t))
     out = []
     for name in names:
-        got = [per_seed[s][name] for s in seeds if name in per_seed[s]]
+        got = [tables[s][name] for s in seeds if name in tables[s]]
 
-        def cells(key):
-            values = [r[key] for r in got if r[key] != ""]
-            floats = [float(v) for v in values]
-            return (" / ".join(str(v) for v in values),
-                    f"{statistics.mean(floats):+.2f}" if key.endswith("base") and floats else
-                    f"{statistics.mean(floats):.2f}" if floats else "")
+        def per_seed(key):
+            return " / ".join(str(r[key]) for r in got if r[key] != "")
 
-        knn, knn_mean = cells("kNN %")
-        linear, linear_mean = cells("linear %")
-        _, dknn = cells("kNN vs equal-FLOP base")
-        _, dlin = cells("linear vs equal-FLOP base")
+        def mean(key, fmt=".2f"):
+            values = [float(r[key]) for r in got if r[key] != ""]
+            return format(statistics.mean(values), fmt) if values else ""
+
         out.append({"row": name, "seeds": len(got), "FLOPs vs base": got[0]["FLOPs vs base"],
-                    "kNN % per seed": knn, "kNN mean": knn_mean,
-                    "kNN vs equal-FLOP base": dknn, "linear % per seed": linear,
-                    "linear mean": linear_mean, "linear vs equal-FLOP base": dlin})
+                    "kNN % per seed": per_seed("kNN %"), "kNN mean": mean("kNN %"),
+                    "kNN vs equal-FLOP base": mean("kNN vs equal-FLOP base", "+.2f"),
+                    "linear % per seed": per_seed("linear %"), "linear mean": mean("linear %"),
+                    "linear vs equal-FLOP base": mean("linear vs equal-FLOP base", "+.2f")})
     return out
 
 
