@@ -6,6 +6,8 @@ as many FLOPs (more epochs). Each run is resumable: rerun the command to continu
     python benchmarks/imagenette_table9.py --seed 1
     python benchmarks/imagenette_table9.py --seeds-table 0,1 # mean over seeds, the verdict's table
 
+--no-probe trains every run first; rerunning without it then adds the linear probes.
+
 Order of work per seed: base, then each row followed by its equal-FLOP baseline: `base` with
 E x (the row's PFLOPs / base's PFLOPs) epochs, rounded, from the finished runs' summary.json (XLA's
 count of every step trained); rows whose FLOPs round to the same epochs share one baseline run.
@@ -46,8 +48,9 @@ def equal_flop_epochs(base_epochs: int, base_pflops: float, row_pflops: float) -
     return max(base_epochs, round(base_epochs * row_pflops / base_pflops))
 
 
-def train(runs: str, row: str, epochs: int, base_epochs: int, data_dir: str, seed: int) -> str:
-    """Train (or resume) the run, then give it a linear probe; returns its workdir."""
+def train(runs: str, row: str, epochs: int, base_epochs: int, data_dir: str, seed: int,
+          probe: bool = True) -> str:
+    """Train (or resume) the run, then (if `probe`) give it a linear probe; returns its workdir."""
     workdir = workdir_of(runs, row, epochs, base_epochs)
     if read_summary(workdir) is None:
         cmd = [sys.executable, os.path.join(REPO, "launch.py"), f"--config={CONFIG}:{row},{epochs}",
@@ -55,7 +58,7 @@ def train(runs: str, row: str, epochs: int, base_epochs: int, data_dir: str, see
                "--config.progress_bar=False"]
         print("$ " + " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
-    if final_accuracies(workdir)[1] is None:
+    if probe and final_accuracies(workdir)[1] is None:
         subprocess.run([sys.executable, "-m", "effssl_jax.evaluate", f"--workdir={workdir}",
                         "--protocol=linear"], check=True)
     return workdir
@@ -140,6 +143,8 @@ def main():
                     help="runs of seed N go to RUNS_seedN (seed 0: RUNS)")
     ap.add_argument("--out", default=os.path.join(REPO, "results", "imagenette_table9"))
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--no-probe", action="store_true",
+                    help="train only; a later run without the flag adds the linear probes")
     ap.add_argument("--seeds-table", metavar="SEEDS", help="only write OUT/seeds.md")
     args = ap.parse_args()
 
@@ -161,10 +166,10 @@ def main():
         data_dir = os.path.abspath(args.data_dir)
         while True:  # a row's equal-FLOP baseline joins the plan once the row has run
             todo = [(row, e) for row, e, w in plan(runs, args.epochs) if read_summary(w) is None
-                    or final_accuracies(w)[1] is None]
+                    or (not args.no_probe and final_accuracies(w)[1] is None)]
             if not todo:
                 break
-            train(runs, *todo[0], args.epochs, data_dir, args.seed)
+            train(runs, *todo[0], args.epochs, data_dir, args.seed, probe=not args.no_probe)
     rows = table(runs, args.epochs)
     md = markdown(rows, COLUMNS)
     print(md)
