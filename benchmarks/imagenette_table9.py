@@ -79,6 +79,12 @@ def plan(runs: str, base_epochs: int) -> list[tuple[str, int, str]]:
     return runs_
 
 
+def pending(runs: str, base_epochs: int, probe: bool = True) -> list[tuple[str, int]]:
+    """(row, epochs) of the planned runs not finished yet: untrained, or (if `probe`) unprobed."""
+    return [(row, e) for row, e, w in plan(runs, base_epochs) if read_summary(w) is None
+            or (probe and final_accuracies(w)[1] is None)]
+
+
 def table(runs: str, base_epochs: int) -> list[dict]:
     done = {}  # workdir -> (row, epochs, summary) of the finished runs
     for row, epochs, workdir in plan(runs, base_epochs):
@@ -165,8 +171,7 @@ def main():
     if not args.table_only:
         data_dir = os.path.abspath(args.data_dir)
         while True:  # a row's equal-FLOP baseline joins the plan once the row has run
-            todo = [(row, e) for row, e, w in plan(runs, args.epochs) if read_summary(w) is None
-                    or (not args.no_probe and final_accuracies(w)[1] is None)]
+            todo = pending(runs, args.epochs, probe=not args.no_probe)
             if not todo:
                 break
             train(runs, *todo[0], args.epochs, data_dir, args.seed, probe=not args.no_probe)

@@ -62,6 +62,15 @@ def test_equal_flop_baselines_follow_the_rows_measured_flops(tmp_path):
     assert rows["base, 15 epochs"]["kNN %"] == 41.5
 
 
+def test_no_probe_leaves_the_probes_to_a_later_run(tmp_path):
+    bench = load_benchmark("imagenette_table9")
+    for row in ("base", "ha", "ha_et", "mc"):
+        _workdir(tmp_path / row, 1.0, 0.40, 0.45)
+    os.remove(tmp_path / "ha" / "eval.json")  # trained, not probed
+    assert bench.pending(str(tmp_path), 10, probe=False) == []
+    assert bench.pending(str(tmp_path), 10) == [("ha", 10)]
+
+
 def test_seeds_table_averages_the_differences_over_seeds(tmp_path):
     bench = load_benchmark("imagenette_table9")
     for seed, (knn_ha, knn_twin) in enumerate([(0.43, 0.41), (0.40, 0.41)]):
