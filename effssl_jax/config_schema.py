@@ -165,7 +165,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.hard_augment = ml_collections.ConfigDict()
     c.hard_augment.enabled = False
     c.hard_augment.num_views = 6
-    c.hard_augment.r_sel = 64
+    # Side (px) the views are scored at, capped at the step's resolution; 0: the rule in
+    # hard_augment.selection_side, 64/224 of the step's resolution floored at 1.5 output strides
+    # of the backbone (64 px at 224 on a ResNet; results/ha_selection_* measured it).
+    c.hard_augment.r_sel = 0
     c.hard_augment.extra_targets = False  # Table 9 variant: unselected views as extra targets
     # Candidate pairs (hard_augment.cross_pairs): 'all' C(n, 2); 'cross' one view of each of the
     # method's two recipes; 'auto' cross when the two recipes differ (BYOL, DINO, MoCo v3).
@@ -290,8 +293,9 @@ def validate(c: ml_collections.ConfigDict, num_devices: int = 1) -> None:
     h = c.hard_augment
     if h.enabled and h.num_views < 2:
         _fail(f"hard_augment.num_views={h.num_views} must be >= 2")
-    if h.enabled and h.r_sel <= 0:
-        _fail(f"hard_augment.r_sel={h.r_sel} must be positive")
+    if h.enabled and h.r_sel < 0:
+        _fail(f"hard_augment.r_sel={h.r_sel} must be >= 0 (0: the rule of "
+              "hard_augment.selection_side; else a side in px)")
     if h.pairs not in PAIRINGS:
         _fail(f"hard_augment.pairs={h.pairs!r} is unknown; valid: {', '.join(PAIRINGS)}")
     _check_resolution_multiples(c)
@@ -369,7 +373,7 @@ def _check_resolution_multiples(c) -> None:
     if p.schedule != "fixed":
         keys.update({"progressive.r_min": p.r_min, "progressive.bucket_step": p.bucket_step})
     if c.hard_augment.enabled:
-        keys["hard_augment.r_sel"] = c.hard_augment.r_sel
+        keys["hard_augment.r_sel"] = c.hard_augment.r_sel  # 0 (the rule) is a multiple
     if c.augment.local_crops.count > 0:
         keys["augment.local_crops.resolution"] = c.augment.local_crops.resolution
     for key, value in keys.items():

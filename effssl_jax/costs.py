@@ -110,8 +110,7 @@ class PaperCost:
         arch = config.copy_and_resolve_references()
         arch.model.conv_impl = "xla"  # count the architecture, not the CPU's im2col rewrite
         self._method = networks.build_method(arch, jnp.float32, 1, 1)
-        h = config.hard_augment
-        self._selection = (h.num_views, h.r_sel) if h.enabled else None
+        self._scored_views = config.hard_augment.num_views if config.hard_augment.enabled else 0
         self._local = config.augment.local_crops.count > 0
         self._config = config
         self._cache: dict[int, tuple[float, float]] = {}
@@ -128,9 +127,9 @@ class PaperCost:
     def per_image(self, resolution: int) -> float:
         online, target = self._forwards(resolution)
         flops = TRAIN_VIEWS * (2 * online + target)
-        if self._selection is not None:
-            num_views, r_sel = self._selection
-            flops += num_views * sum(self._forwards(min(r_sel, resolution)))
+        if self._scored_views:
+            side = hard_augment.selection_side(self._config, resolution)
+            flops += self._scored_views * sum(self._forwards(side))
         if self._local:
             local = multicrop.at_resolution(self._config, resolution, ())
             online, target = self._forwards(local.resolution)
@@ -195,7 +194,8 @@ class Forecast:
 
 def forecast(config, plan) -> Forecast:
     paper = PaperCost(config)
-    overhead = (1 - hard_augment.speed_factor(plan.r_max, plan.r_sel, plan.num_views)
+    overhead = (1 - hard_augment.speed_factor(plan.r_max, plan.selection_side(plan.r_max),
+                                              plan.num_views)
                 if plan.hard_augment else None)
     return Forecast(predicted_speedup(config, plan), paper,
                     paper.pflops(plan.steps_by_resolution(), plan), overhead)
@@ -262,7 +262,8 @@ def run_cost(plan, record, forecast: Forecast, steps, baseline: dict | None = No
         eval_pflops=record.eval_flops / 1e15, selection_pflops=record.selection_flops / 1e15,
         selection_overhead=record.selection_flops / max(train_flops, 1e-9),
         selection_overhead_eq11=hard_augment.overhead_eq11(
-            record.steps_by_resolution, plan.r_sel, plan.num_views) if plan.hard_augment else 0.0,
+            record.steps_by_resolution, plan.selection_side, plan.num_views)
+        if plan.hard_augment else 0.0,
         pflops_by_resolution={k: v / 1e15 for k, v in record.flops_by_resolution.items()},
         steps_by_resolution=record.steps_by_resolution,
         gflops_per_step={str(s.resolution): f / 1e9 for s, f in steps.flops.items()},

@@ -92,7 +92,7 @@ class Experiment:
         local = multicrop.at_resolution(c, resolution, recipes.local_view_configs(
             c.method, c.augment, self.method.view_configs))
         return StepSpec(resolution, self.plan.num_views,
-                        self.plan.selection_resolution(resolution), canvas_side, self.local_batch,
+                        self.plan.selection_side(resolution), canvas_side, self.local_batch,
                         c.hard_augment.extra_targets, c.optim.on_nonfinite == "skip",
                         c.optim.max_update_ratio, local,
                         hard_augment.cross_pairs(c.hard_augment.pairs, self.method.view_configs))

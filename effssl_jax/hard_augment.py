@@ -11,12 +11,17 @@
 3. That pair, already rendered at r, is trained.
 4. Optionally (Table 9) the unselected low-resolution views act as extra targets.
 
+The scoring side r_sel is `hard_augment.r_sel` px, or by default `selection_side`'s rule: the
+paper's fraction 64/224 of r, floored at 1.5 output strides of the backbone (a last feature map of
+2 x 2 cells), where results/ha_selection_* measured the choice far better than chance.
+
 Its cost relative to a training step is eq. 11 (`speed_factor`); rendering n views at r instead of
 two adds the augmentation's cost, which eq. 11 leaves out and XLA's FLOP count includes.
 """
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Callable
 
 import flax.struct
@@ -25,6 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from effssl_jax import augment
+from effssl_jax.models import backbones
+
+SELECTION_FRACTION = 64 / 224  # the paper's r_sel / r (Sec. 4, Tables 8 and 9)
+SELECTION_FLOOR_STRIDES = 1.5  # the floor, in output strides of the backbone
 
 PAIRINGS = ("auto", "all", "cross")
 
@@ -137,7 +146,27 @@ def extra_target_loss(loss_fn, out_a, out_b, target_a, target_b, selection: Sele
     return (losses * mask).sum(0) / jnp.maximum(mask.sum(0), 1)
 
 
-# Cost (eq. 11), pure Python.
+# The scoring side and its cost (eq. 11), pure Python.
+
+def selection_side(config, resolution: int) -> int:
+    """The side the views of a step at `resolution` are scored at: `hard_augment.r_sel` px when
+    set (> 0), else the rule max(64/224 r, 1.5 output strides), rounded up to a side the backbone
+    takes; never above `resolution`.
+
+    Why (results/ha_selection_r50_224, results/ha_selection_cifar16): the pair chosen at r_sel
+    agrees with the full-resolution hardest pair far better than chance once the last feature map
+    has 2 x 2 cells, and poorly at one cell, whatever the fraction: 40-64 px of 224 on ResNet-50
+    (stride 32) against 28 px, 12 px of 16 with the CIFAR stem (stride 8) against 8 px and the
+    paper's fraction, 5 px. The fraction alone starves small scales; the floor alone overpays at
+    large r."""
+    h = config.hard_augment
+    if h.r_sel > 0:
+        return min(h.r_sel, resolution)
+    multiple = backbones.resolution_multiple(config.model)
+    floor = SELECTION_FLOOR_STRIDES * backbones.output_stride(config.model)
+    side = max(round(SELECTION_FRACTION * resolution), math.ceil(floor))
+    return min(-(-side // multiple) * multiple, resolution)
+
 
 def speed_factor(resolution: int, r_sel: int, num_views: int, cost_ratio: float = 6.0) -> float:
     """Eq. 11: M_ha = r^2 C / (r^2 C + m r_sel^2); 1 - M_ha is the selection overhead.
@@ -145,10 +174,11 @@ def speed_factor(resolution: int, r_sel: int, num_views: int, cost_ratio: float 
     return resolution ** 2 * cost_ratio / (resolution ** 2 * cost_ratio + num_views * r_sel ** 2)
 
 
-def overhead_eq11(steps_by_resolution: dict, r_sel: int, num_views: int) -> float:
-    """Eq. 11's 1 - M_ha averaged over the steps run at each resolution (r_sel capped at r)."""
+def overhead_eq11(steps_by_resolution: dict, side_at: Callable[[int], int],
+                  num_views: int) -> float:
+    """Eq. 11's 1 - M_ha averaged over the steps run at each resolution r, scored at side_at(r)."""
     total = sum(steps_by_resolution.values())
     if not total:
         return 0.0
-    return sum(n * (1 - speed_factor(int(r), min(r_sel, int(r)), num_views))
+    return sum(n * (1 - speed_factor(int(r), side_at(int(r)), num_views))
                for r, n in steps_by_resolution.items()) / total

@@ -6,9 +6,10 @@ touching a device. The train loop asks the plan what to do at each step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
-from effssl_jax import progressive, schedules
+from effssl_jax import hard_augment, progressive, schedules
 from effssl_jax.errors import ConfigError
 
 
@@ -28,7 +29,7 @@ class Plan:
     magnitude_max: float
     hard_augment: bool
     num_views: int  # views augmented per image per step (2 without Hard Augment)
-    r_sel: int
+    selection_side: Callable[[int], int]  # step resolution -> Hard Augment's scoring side
 
     def stage(self, step: int) -> progressive.Stage:
         return progressive.stage_at(list(self.stages), step)
@@ -51,9 +52,6 @@ class Plan:
         return {r: sum(s.steps for s in self.stages if s.resolution == r)
                 for r in self.resolutions}
 
-    def selection_resolution(self, resolution: int) -> int:
-        return min(self.r_sel, resolution)
-
     def describe(self) -> str:
         lines = [
             f"examples {self.num_examples}, global batch {self.batch_size}: "
@@ -69,7 +67,8 @@ class Plan:
             f"{self.magnitude(self.total_steps - 1):.2f}",
         ]
         if self.hard_augment:
-            lines.append(f"hard augment: {self.num_views} views scored at {self.r_sel}px")
+            lines.append(f"hard augment: {self.num_views} views scored at " + ", ".join(
+                f"{self.selection_side(r)}px (at {r}px)" for r in self.resolutions))
         return "\n".join(lines)
 
 
@@ -99,4 +98,4 @@ def make_plan(config, num_examples: int) -> Plan:
         stages=tuple(stages), resolution_schedule=p.schedule, r_max=p.r_max,
         magnitude_min=p.magnitude_min, magnitude_max=p.magnitude_max,
         hard_augment=bool(ha.enabled), num_views=ha.num_views if ha.enabled else 2,
-        r_sel=ha.r_sel)
+        selection_side=functools.partial(hard_augment.selection_side, config))

@@ -6,7 +6,7 @@ import os
 import flax.linen as nn
 import pytest
 
-from effssl_jax import config_schema, costs, progressive, run_record
+from effssl_jax import config_schema, costs, hard_augment, progressive, run_record
 from effssl_jax import plan as plan_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,6 +58,29 @@ def test_hard_augment_adds_its_scoring_forwards_at_r_sel():
     online, target = plain._forwards(64)
     assert plain.per_image(64) == 2 * (2 * online + target)
     assert ha.per_image(64) - plain.per_image(64) == 4 * sum(plain._forwards(32))
+
+
+def test_the_scoring_forwards_follow_the_side_rule_per_bucket():
+    """With r_sel = 0 each bucket scores at its own side (hard_augment.selection_side): the plan,
+    the paper's cost, eq. 11's overhead and the printed plan agree."""
+    c = config_schema.default_config()
+    c.method, c.model.arch, c.model.width, c.epochs, c.batch_size = "simclr", "resnet18", 8, 10, 16
+    c.optim.update(schedule="f1clr", warmup_epochs=2)
+    c.progressive.update(schedule="super_progressive", r_min=96, r_max=224, bucket_step=32)
+    c.hard_augment.update(enabled=True, num_views=4)
+    plan = plan_lib.make_plan(c, 160)
+    sides = {r: plan.selection_side(r) for r in plan.resolutions}
+    assert sides == {96: 48, 128: 48, 160: 48, 192: 55, 224: 64}
+    paper = costs.PaperCost(c)
+    c.hard_augment.enabled = False
+    plain = costs.PaperCost(c)
+    for r, side in sides.items():
+        assert paper.per_image(r) - plain.per_image(r) == 4 * sum(plain._forwards(side))
+    assert "48px (at 96px)" in plan.describe() and "64px (at 224px)" in plan.describe()
+    steps = plan.steps_by_resolution()
+    assert hard_augment.overhead_eq11(steps, plan.selection_side, 4) == pytest.approx(
+        sum(n * (1 - hard_augment.speed_factor(r, sides[r], 4)) for r, n in steps.items())
+        / sum(steps.values()))
 
 
 def test_a_resnet_plan_predicts_eq9_and_prints_it_with_the_paper_cost():

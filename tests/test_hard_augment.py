@@ -182,3 +182,23 @@ def test_extra_target_loss_is_the_mean_over_the_unselected_views():
                         + float(simsiam_pair_loss(one(b, None), one(None, k), None, None)[0]))
                  for k in rest]
         assert float(got[s]) == pytest.approx(np.mean(terms), rel=1e-5)
+
+
+@pytest.mark.parametrize("arch, cifar_stem, patch, resolution, side", [
+    ("resnet50", False, 16, 224, 64),  # the paper's 64 px: 64/224 of r
+    ("resnet50", False, 16, 96, 48),  # SP's low buckets: the floor, 1.5 x stride 32
+    ("resnet18", True, 16, 16, 12),  # CIFAR stem, stride 8: 12 px (results/ha_selection_cifar16)
+    ("resnet18", True, 16, 8, 8),  # never above the step's resolution
+    ("vit_small", False, 16, 224, 64),  # patch 16: 64 px = 4 x 4 patches
+    ("vit_tiny", False, 4, 32, 12),  # 9 px rounded up to whole 4 px patches
+])
+def test_the_default_selection_side_is_the_fraction_floored_at_the_stride(
+        arch, cifar_stem, patch, resolution, side):
+    """r_sel = 0: max(64/224 r, 1.5 output strides), a side the backbone takes, at most r."""
+    from effssl_jax import config_schema
+    c = config_schema.default_config()
+    c.model.update(arch=arch, cifar_stem=cifar_stem, patch_size=patch)
+    assert c.hard_augment.r_sel == 0
+    assert hard_augment.selection_side(c, resolution) == side
+    c.hard_augment.r_sel = 40  # an explicit side wins, capped at r
+    assert hard_augment.selection_side(c, resolution) == min(40, resolution)

@@ -5,7 +5,8 @@ family they run.
 For each arch it says how to build the flax module from `config.model` (`from_config`), the size of
 its features (`feature_dim`, what the heads and methods are sized by), which input sides it can
 take (`resolution_multiple`: a ViT tiles its input into patches, so every resolution a run uses
-must be a multiple of the patch size; a ResNet takes any side), whether eq. 9's cost model (cost
+must be a multiple of the patch size; a ResNet takes any side), how far it downsamples
+(`output_stride`, which floors Hard Augment's scoring side), whether eq. 9's cost model (cost
 quadratic in resolution) describes it (`cost_is_quadratic`: not for ViTs, whose attention is
 quadratic in the number of tokens, so the plan measures their FLOPs per bucket instead), and the
 checkpoint format its weights export to (`export_format`: torchvision or timm).
@@ -64,6 +65,15 @@ def resolution_multiple(model_config) -> int:
     """Every input side must be a multiple of this: the patch size for ViTs, 1 (any side) for
     ResNets. ResNets' resolution buckets are only tied to `progressive.bucket_step`."""
     return model_config.patch_size if is_vit(model_config.arch) else 1
+
+
+def output_stride(model_config) -> int:
+    """Input pixels per side of one cell of the last feature map: 32 for a ResNet with the
+    ImageNet stem (stride-2 conv and max-pool, then three stride-2 stages), 8 with the CIFAR stem
+    (no downsampling stem), the patch size for a ViT."""
+    if is_vit(model_config.arch):
+        return model_config.patch_size
+    return 8 if model_config.cifar_stem else 32
 
 
 def cost_is_quadratic(arch: str) -> bool:
