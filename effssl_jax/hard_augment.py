@@ -6,7 +6,7 @@
    candidate pair is scored with the method's own per-sample loss (a `jax.vmap` over the pair
    index); per sample, the pair with the largest loss is chosen. The candidates are all C(n, 2)
    pairs, or for a method whose two views follow different recipes (BYOL, DINO, MoCo v3: view v
-   takes recipe v % 2) only the pairs of one view of each recipe (`pairings`), as Hard View
+   takes recipe v % 2) only the pairs of one view of each recipe (`cross_pairs`), as Hard View
    Selection scores them, so that the trained pair keeps the method's asymmetric recipe.
 3. That pair, already rendered at r, is trained.
 4. Optionally (Table 9) the unselected low-resolution views act as extra targets.

@@ -25,6 +25,7 @@ from effssl_jax import (
     health,
     methods,
     preemption,
+    provenance,
     run_log,
     run_record,
     storage,
@@ -329,6 +330,8 @@ def _start(config, workdir: str, stop) -> tuple[_Run, Any]:
         state, record = exp.init(jax.random.key(config.seed)), run_record.RunRecord()
     record.num_examples = plan.num_examples  # what _finished and experiment.restore plan with
     start = int(state.step)
+    if main:
+        provenance.record(workdir, start)
     steps = exp.compiled_steps()
     loader = pipeline.make_loader(config, train_data, plan, exp.mesh, exp.host_size,
                                   jax.process_index(), jax.process_count())
