@@ -98,4 +98,5 @@ def make_plan(config, num_examples: int) -> Plan:
         stages=tuple(stages), resolution_schedule=p.schedule, r_max=p.r_max,
         magnitude_min=p.magnitude_min, magnitude_max=p.magnitude_max,
         hard_augment=bool(ha.enabled), num_views=ha.num_views if ha.enabled else 2,
-        selection_side=functools.partial(hard_augment.selection_side, config))
+        selection_side=functools.partial(hard_augment.selection_side,
+                                         config.copy_and_resolve_references()))  # a copy: fixed

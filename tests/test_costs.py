@@ -77,6 +77,8 @@ def test_the_scoring_forwards_follow_the_side_rule_per_bucket():
     for r, side in sides.items():
         assert paper.per_image(r) - plain.per_image(r) == 4 * sum(plain._forwards(side))
     assert "48px (at 96px)" in plan.describe() and "64px (at 224px)" in plan.describe()
+    c.hard_augment.r_sel = 8  # the plan keeps the config it was made from
+    assert plan.selection_side(224) == 64
     steps = plan.steps_by_resolution()
     assert hard_augment.overhead_eq11(steps, plan.selection_side, 4) == pytest.approx(
         sum(n * (1 - hard_augment.speed_factor(r, sides[r], 4)) for r, n in steps.items())
