@@ -30,7 +30,7 @@ def recipes() -> list[str]:
     args["quickstart"] += [n for n in names if n.endswith(("_baseline", "_f1clr"))]
     args["ablation"] = args["imagenette_vit"] = list(ablation.ROWS)
     args["imagenette_ablation"] = list(ablation.ROWS) + ["ca,20,cifar16", "f1clr+sp+ha,20,cifar16"]
-    args["imagenette_table9"] = [*imagenette_table9.ROWS, "base,14"]
+    args["imagenette_table9"] = [*imagenette_table9.ROWS, "base,7"]
     args["lightly_imagenette"] = ["cosine", "efficient", "efficient,100"]
     args["lr_range_test"] = [None, "byol", "dino"]
     return [f"{n}.py" + (f":{a}" if a else "") for n in names for a in args[n]]
