@@ -1,7 +1,7 @@
-"""Which code ran a run: WORKDIR/provenance.jsonl, one line per launch (a resumed run may run other
-code than it started with), so that a figure under results/ can name the commit that made it.
+"""Which code ran a run: WORKDIR/provenance.json, one record per launch (a resumed run may run
+other code than it started with), so that a figure under results/ can name the commit that made it.
 
-Each line: the UTC time, the step the launch started from, the git commit of the checkout the
+Each record: the UTC time, the step the launch started from, the git commit of the checkout the
 package was imported from (None outside a git checkout, e.g. an installed wheel) and whether its
 tracked files differed from that commit, and the versions of Python and the numerical packages.
 """
@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
-import json
 import os
 import platform
 import subprocess
 
-from effssl_jax import storage
+from effssl_jax import run_log, storage
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint")
-FILE = "provenance.jsonl"
+FILE = "provenance.json"
 
 
 def _git(directory: str, *args: str) -> str | None:
@@ -46,17 +45,12 @@ def code_version(directory: str | None = None) -> dict:
 
 
 def record(workdir: str, start_step: int) -> None:
-    """Appends this launch's line to WORKDIR/provenance.jsonl (process 0 only, by the caller)."""
-    path = storage.join(workdir, FILE)
-    before = storage.read_text(path) if storage.exists(path) else ""
-    line = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "start_step": start_step, **code_version()}
-    storage.write_text(path, before + json.dumps(line) + "\n")
+    """Appends this launch's record to WORKDIR/provenance.json (process 0 only, by the caller)."""
+    run_log.append_json(storage.join(workdir, FILE), {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "start_step": start_step, **code_version()})
 
 
 def read(workdir: str) -> list[dict]:
     """The run's launches, oldest first ([] for a run from before this file existed)."""
-    path = storage.join(workdir, FILE)
-    if not storage.exists(path):
-        return []
-    return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
+    return run_log.read_json_list(storage.join(workdir, FILE))

@@ -129,6 +129,20 @@ def write_json(path: str, obj) -> None:
     storage.write_text(path, json.dumps(obj, indent=2))
 
 
+def read_json_list(path: str) -> list:
+    """A JSON list file written by `append_json` ([] when there is none yet)."""
+    try:
+        return json.loads(storage.read_text(path))
+    except FileNotFoundError:
+        return []
+
+
+def append_json(path: str, record: dict) -> None:
+    """Rewrites the JSON list at `path` whole with `record` added (never seen half-written; a
+    bucket has no append)."""
+    write_json(path, read_json_list(path) + [record])
+
+
 @contextlib.contextmanager
 def phase(what: str, enabled: bool = True):
     """Announces a phase of a run that can take a while (generating data, compiling, evaluating): a

@@ -1,4 +1,4 @@
-"""A run names the code that ran it: WORKDIR/provenance.jsonl, one line per launch."""
+"""A run names the code that ran it: WORKDIR/provenance.json, one record per launch."""
 import subprocess
 
 from effssl_jax import provenance

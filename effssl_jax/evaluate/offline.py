@@ -13,7 +13,6 @@ appended to DIR/eval.json, each protocol's result under its name.
 from __future__ import annotations
 
 import datetime
-import json
 
 import jax
 from absl import flags
@@ -35,14 +34,11 @@ _OPTION = flags.DEFINE_multi_string("option", [], "An evaluator's option, NAME.K
 
 def append_eval_record(workdir: str, record: dict) -> None:
     """Rewrites WORKDIR/eval.json whole with `record` added (never seen half-written)."""
-    run_log.write_json(storage.join(workdir, "eval.json"), read_eval_records(workdir) + [record])
+    run_log.append_json(storage.join(workdir, "eval.json"), record)
 
 
 def read_eval_records(workdir: str) -> list[dict]:
-    try:
-        return json.loads(storage.read_text(storage.join(workdir, "eval.json")))
-    except FileNotFoundError:
-        return []
+    return run_log.read_json_list(storage.join(workdir, "eval.json"))
 
 
 def _features(config, split: str, resolution: int, fn, variables, mesh) -> SplitFeatures:
