@@ -18,9 +18,8 @@
 #    SimCLR, ResNet-18, 128 px, batch 256, device-resident data): cosine for EPOCHS epochs against
 #    F1-CLR + SP + HA for 0.6 x EPOCHS, then `report` (kNN, PFLOPs in both conventions, time).
 #    It is the Hard Augment case: 6 views scored at the default side (48 px in every bucket,
-#    hard_augment.selection_side), where results/ha_selection_* measured the choice far better
-#    than chance (at 16 px on the CPU, results/imagenette_table9/, the rule's 12 px beat the
-#    baseline given the same FLOPs on four seeds out of four).
+#    hard_augment.selection_side), the rule results/ha_selection_* and the CPU's Table 9 at 16 px
+#    (results/imagenette_table9/) support.
 #    lightly's 200 epochs do not fit one call: EPOCHS (default 10) sets the budget. Needs Imagenette
 #    at DATA (default ../shared/data/imagenette2-160, which does not travel to the device: 152 MB
 #    against the 64 MiB limit); skipped with a line when it is missing.
